@@ -1,0 +1,42 @@
+"""``otel-flops demo``: the seed paper's three workloads, trained briefly with /metrics served."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from . import track
+from .workloads import WORKLOADS, train_step
+
+# Per-workload batch sizes: small on CPU so the demo takes seconds, the paper's on GPU.
+BATCH = {"cpu": {"mlp": 64, "resnet18": 8, "transformer": 8}, "cuda": {"mlp": 256, "resnet18": 128, "transformer": 32}}
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    overrides = {"port": args.port, "host": args.host, "mode": args.mode}
+    with track(serve=True, **overrides) as tracker:
+        if tracker.endpoint:
+            print(f"otel-flops demo: metrics at {tracker.endpoint.url}")
+        for name, workload in WORKLOADS.items():
+            torch.manual_seed(0)
+            model = workload.build().to(device)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            batch = BATCH[device.type][name]
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                x, y = workload.make_batch(batch, device)
+                loss = train_step(model, optimizer, workload, x, y)
+            print(f"  {name:<12} batch {batch:<4} {args.steps} steps  loss {loss.item():.3f}  "
+                  f"{time.perf_counter() - started:.1f}s")
+        report = tracker.report()
+        if args.linger and tracker.endpoint:
+            print(f"otel-flops demo: serving {tracker.endpoint.url} for {args.linger}s more")
+            time.sleep(args.linger)
+    print(report.table())
+    if args.report:
+        print(f"report written to {report.save(args.report)}")
+    return 0

@@ -1,0 +1,121 @@
+"""The counting TorchDispatchMode: every ATen op becomes one count event in the Ledger.
+
+The op runs first and its result is returned untouched, so outputs stay bitwise identical.
+Counting is contained: a rule that raises is counted and logged once per op, never re-raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..ledger import CountKey, Ledger
+from ..precision import dtype_bits, dtype_name
+from .phases import BACKWARD, LOSS, PhaseTracker
+from .rules import RuleFn, resolve
+
+log = logging.getLogger("otel_flops")
+
+FRAMEWORK = "torch"
+
+
+def _op_name(func: Any) -> str:
+    packet = getattr(func, "overloadpacket", func)
+    return str(packet)
+
+
+class CountingMode(TorchDispatchMode):
+    """Counts FLOPs and BOPs of every op it sees into a Ledger."""
+
+    def __init__(self, ledger: Ledger, phases: PhaseTracker) -> None:
+        super().__init__()
+        self._ledger = ledger
+        self._phases = phases
+        # Per op overload: (op name, family, rule), or None when the op has no rule.
+        self._rules: dict[Any, tuple[str, str, RuleFn] | None] = {}
+        self._dtypes: dict[Any, tuple[str, int]] = {}
+        self._devices: dict[Any, str] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        try:
+            self._count(func, args, kwargs, out)
+        except Exception:
+            self._contain(func)
+        return out
+
+    def _rule(self, func: Any) -> tuple[str, str, RuleFn] | None:
+        try:
+            return self._rules[func]
+        except KeyError:
+            rule = resolve(func)
+            entry = self._rules[func] = (_op_name(func), rule.family, rule.count) if rule else None
+            return entry
+
+    def _count(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        entry = self._rule(func)
+        if entry is None:
+            self._ledger.add_uncounted(_op_name(func))
+            return
+        op, family, count = entry
+        flops = count(args, kwargs, out)
+        operand = _widest_operand(args, out)
+        if operand is None:
+            dtype, bits, device = "none", 0, "none"
+        else:
+            dtype, bits = self._dtype(operand.dtype)
+            device = self._device(operand.device)
+        phases = self._phases
+        phase = phases.current()
+        if family == "loss" and phase != BACKWARD:
+            phase = LOSS
+        quantized = phases.quantized_bits
+        if quantized is not None and phase != BACKWARD:
+            bits = quantized
+        key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, phases.model)
+        self._ledger.add(key, flops, flops * bits)
+
+    def _dtype(self, dtype: torch.dtype) -> tuple[str, int]:
+        try:
+            return self._dtypes[dtype]
+        except KeyError:
+            entry = self._dtypes[dtype] = (dtype_name(dtype), dtype_bits(dtype))
+            return entry
+
+    def _device(self, device: torch.device) -> str:
+        try:
+            return self._devices[device]
+        except KeyError:
+            label = self._devices[device] = str(device)
+            return label
+
+    def _contain(self, func: Any) -> None:
+        op = _op_name(func)
+        self._ledger.add_error(op)
+        if self._ledger.errors[op] == 1:
+            log.warning("otel-flops: counting %s failed; the op ran normally and is listed under errors", op,
+                        exc_info=True)
+
+
+def _widest_operand(args: tuple, out: Any) -> torch.Tensor | None:
+    """The widest floating-point input, per the mixed-width convention.
+
+    Integer inputs are indices (embedding, nll targets) unless nothing else is there, as in
+    ``_int_mm``; an op with no tensor input (a factory) is described by its output.
+    """
+    best, best_rank = None, (False, -1)
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            a = a[0] if a else None
+        if isinstance(a, torch.Tensor):
+            rank = (a.dtype.is_floating_point, a.dtype.itemsize)
+            if rank > best_rank:
+                best, best_rank = a, rank
+    if best is None:
+        first = out[0] if isinstance(out, (list, tuple)) and out else out
+        return first if isinstance(first, torch.Tensor) else None
+    return best
