@@ -2,6 +2,8 @@
 
 Interceptors call ``add``; nothing here knows OpenTelemetry. Label sets stay bounded: the
 per-op and per-model labels are capped, and values past the cap fold into "other".
+Steady mode credits whole recorded segments with ``credit``, an O(1) call per replay; the
+records are multiplied out only when someone reads the totals.
 """
 
 from __future__ import annotations
@@ -35,28 +37,36 @@ class Totals:
     calls: int = 0
 
 
+@dataclass(eq=False)
+class Record:
+    """The counts of one recorded segment, and how many times it has been credited."""
+
+    counts: dict[CountKey, Totals]
+    uncounted: Counter[str]
+    replays: int = 0
+
+    def same_counts(self, other: Record) -> bool:
+        return self.counts == other.counts and self.uncounted == other.uncounted
+
+
 class Ledger:
     """Thread-safe running totals per CountKey, plus the ops it could not count."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._totals: dict[CountKey, Totals] = {}
-        self.uncounted: Counter[str] = Counter()
+        self._uncounted: Counter[str] = Counter()
+        self._records: list[Record] = []
         self.errors: Counter[str] = Counter()
         self.steps = 0
 
     def add(self, key: CountKey, flops: int, bops: int, calls: int = 1) -> None:
         with self._lock:
-            totals = self._totals.get(key)
-            if totals is None:
-                totals = self._totals[key] = Totals()
-            totals.flops += flops
-            totals.bops += bops
-            totals.calls += calls
+            self._add_locked(self._totals, key, flops, bops, calls)
 
     def add_uncounted(self, op: str) -> None:
         with self._lock:
-            self.uncounted[op] += 1
+            self._uncounted[op] += 1
 
     def add_error(self, op: str) -> None:
         with self._lock:
@@ -66,10 +76,56 @@ class Ledger:
         with self._lock:
             self.steps += 1
 
-    def items(self) -> list[tuple[CountKey, Totals]]:
-        """A consistent copy of every key and its totals."""
+    def record(self) -> Record:
+        """This ledger's counts, frozen as a segment record."""
+        return Record(dict(self.items()), self.uncounted())
+
+    def credit(self, record: Record) -> None:
+        """Add a recorded segment's counts once more."""
         with self._lock:
-            return [(k, Totals(t.flops, t.bops, t.calls)) for k, t in self._totals.items()]
+            if record.replays == 0:
+                self._records.append(record)
+            record.replays += 1
+
+    def fold(self, record: Record) -> None:
+        """Move a record's credited counts into the plain totals, so the record can be dropped."""
+        with self._lock:
+            if record not in self._records:
+                return
+            self._records.remove(record)
+            for key, t in record.counts.items():
+                self._add_locked(self._totals, key, t.flops * record.replays, t.bops * record.replays,
+                                 t.calls * record.replays)
+            for op, calls in record.uncounted.items():
+                self._uncounted[op] += calls * record.replays
+            record.replays = 0
+
+    @staticmethod
+    def _add_locked(table: dict[CountKey, Totals], key: CountKey, flops: int, bops: int, calls: int) -> None:
+        totals = table.get(key)
+        if totals is None:
+            totals = table[key] = Totals()
+        totals.flops += flops
+        totals.bops += bops
+        totals.calls += calls
+
+    def items(self) -> list[tuple[CountKey, Totals]]:
+        """A consistent copy of every key and its totals, credited records multiplied out."""
+        with self._lock:
+            merged = {k: Totals(t.flops, t.bops, t.calls) for k, t in self._totals.items()}
+            for record in self._records:
+                n = record.replays
+                for key, t in record.counts.items():
+                    self._add_locked(merged, key, t.flops * n, t.bops * n, t.calls * n)
+        return list(merged.items())
+
+    def uncounted(self) -> Counter[str]:
+        with self._lock:
+            merged = Counter(self._uncounted)
+            for record in self._records:
+                for op, calls in record.uncounted.items():
+                    merged[op] += calls * record.replays
+        return merged
 
     def totals(self) -> Totals:
         out = Totals()

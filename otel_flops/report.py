@@ -36,7 +36,7 @@ def build(ledger: Ledger, *, mode: str, environment: dict[str, Any], extra: dict
             op: {**_counts(t), "calls": t.calls}
             for (op,), t in sorted(by_op.items(), key=lambda kv: -kv[1].flops)
         },
-        "uncounted_ops": dict(ledger.uncounted.most_common()),
+        "uncounted_ops": dict(ledger.uncounted().most_common()),
         "errors": dict(ledger.errors.most_common()),
         "steps": ledger.steps,
     }

@@ -35,40 +35,40 @@ class Session:
         self.telemetry = Telemetry(self.ledger, self.settings)
         self._serve = serve
         self._names = names or {}
-        self._phases: Any = None
-        self._mode: Any = None
+        self._counting: Any = None
         self._owner_thread: int | None = None
 
     def start(self) -> Session:
-        from .torch.dispatch import CountingMode
-        from .torch.phases import PhaseTracker
+        from .torch.full import FullCounting
+        from .torch.steady import SteadyCounting
 
-        self._phases = PhaseTracker(self.ledger, self._names)
-        self._phases.install()
-        self._mode = CountingMode(self.ledger, self._phases)
-        self._mode.__enter__()
+        counting = {"full": FullCounting, "steady": SteadyCounting}[self.settings.mode]
+        self._counting = counting(self.ledger, self.settings, self._names)
+        self._counting.start()
         self._owner_thread = threading.get_ident()
         self.telemetry.start(self._serve)
         return self
 
     def stop(self) -> None:
-        if self._mode is not None:
-            if threading.get_ident() == self._owner_thread:
-                self._mode.__exit__(None, None, None)
-            self._mode = None
-            self._phases.uninstall()
+        if self._owner_thread is not None and threading.get_ident() == self._owner_thread:
+            self._counting.stop()
+        self._owner_thread = None
         self.telemetry.stop()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        self._phases.explicit.append(name)
+        explicit = self._counting.tracker.explicit
+        explicit.append(name)
         try:
             yield
         finally:
-            self._phases.explicit.pop()
+            explicit.pop()
 
     def report(self) -> Report:
-        return Report(report.build(self.ledger, mode=self.settings.mode, environment=environment.describe()))
+        extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
+        return Report(
+            report.build(self.ledger, mode=self.settings.mode, environment=environment.describe(), extra=extra)
+        )
 
 
 _active: Session | None = None

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-MODES = ("full",)
+MODES = ("steady", "full")
 OP_LABELS = ("none", "family", "op")
 
 
@@ -20,13 +20,14 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    mode: str = "full"
+    mode: str = "steady"
     host: str = "localhost"
     port: int = 9464
     op_label: str = "none"
     op_label_cap: int = 50
     model_label_cap: int = 20
     report: str | None = None
+    audit_every: int = 1000
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply CLI flags that were given (None means 'not given') and re-validate."""
@@ -66,11 +67,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from the environment."""
     env = os.environ if env is None else env
     return Settings(
-        mode=_check_choice("OTEL_FLOPS_MODE", env.get("OTEL_FLOPS_MODE", "full").lower(), MODES),
+        mode=_check_choice("OTEL_FLOPS_MODE", env.get("OTEL_FLOPS_MODE", "steady").lower(), MODES),
         host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost",
         port=_check_port("OTEL_EXPORTER_PROMETHEUS_PORT", _int(env, "OTEL_EXPORTER_PROMETHEUS_PORT", 9464)),
         op_label=_check_choice("OTEL_FLOPS_OP_LABEL", env.get("OTEL_FLOPS_OP_LABEL", "none").lower(), OP_LABELS),
         op_label_cap=_int(env, "OTEL_FLOPS_OP_LABEL_CAP", 50, minimum=1),
         model_label_cap=_int(env, "OTEL_FLOPS_MODEL_LABEL_CAP", 20, minimum=1),
         report=env.get("OTEL_FLOPS_REPORT") or None,
+        audit_every=_int(env, "OTEL_FLOPS_AUDIT_EVERY", 1000, minimum=1),
     )

@@ -30,14 +30,15 @@ def _op_name(func: Any) -> str:
 class CountingMode(TorchDispatchMode):
     """Counts FLOPs and BOPs of every op it sees into a Ledger."""
 
-    def __init__(self, ledger: Ledger, phases: PhaseTracker) -> None:
+    def __init__(self, sink: Ledger, phases: PhaseTracker) -> None:
         super().__init__()
-        self._ledger = ledger
+        self.sink = sink  # where counts go; steady mode points it at a segment's own ledger
         self._phases = phases
         # Per op overload: (op name, family, rule), or None when the op has no rule.
         self._rules: dict[Any, tuple[str, str, RuleFn] | None] = {}
         self._dtypes: dict[Any, tuple[str, int]] = {}
         self._devices: dict[Any, str] = {}
+        self._logged: set[str] = set()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -59,7 +60,7 @@ class CountingMode(TorchDispatchMode):
     def _count(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         entry = self._rule(func)
         if entry is None:
-            self._ledger.add_uncounted(_op_name(func))
+            self.sink.add_uncounted(_op_name(func))
             return
         op, family, count = entry
         flops = count(args, kwargs, out)
@@ -77,7 +78,7 @@ class CountingMode(TorchDispatchMode):
         if quantized is not None and phase != BACKWARD:
             bits = quantized
         key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, phases.model)
-        self._ledger.add(key, flops, flops * bits)
+        self.sink.add(key, flops, flops * bits)
 
     def _dtype(self, dtype: torch.dtype) -> tuple[str, int]:
         try:
@@ -95,8 +96,9 @@ class CountingMode(TorchDispatchMode):
 
     def _contain(self, func: Any) -> None:
         op = _op_name(func)
-        self._ledger.add_error(op)
-        if self._ledger.errors[op] == 1:
+        self.sink.add_error(op)
+        if op not in self._logged:
+            self._logged.add(op)
             log.warning("otel-flops: counting %s failed; the op ran normally and is listed under errors", op,
                         exc_info=True)
 

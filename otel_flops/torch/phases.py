@@ -30,34 +30,26 @@ _current_graph_task_id = torch._C._current_graph_task_id
 
 
 class PhaseTracker:
-    """Global module and optimizer hooks that keep the current phase, model and quantized bits."""
+    """The current phase, model and quantized bits, fed by module and optimizer hook events.
+
+    It installs nothing itself: the counting mode in use decides which hooks feed it and when.
+    """
 
     def __init__(self, ledger: Ledger, names: dict[int, str] | None = None) -> None:
         self._ledger = ledger
         self._names = names or {}
         self.explicit: list[str] = []
-        self.stage = PREPROCESSING
         self.model = "none"
-        self.loss_depth = 0
         self.optimizer_depth = 0
+        self._bits_cache: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget open modules: used when the hooks that track them were off for a while."""
+        self.stage = PREPROCESSING
+        self.loss_depth = 0
         # One entry per open model-module forward: the quantized bits in force there, or None.
         self.module_bits: list[int | None] = []
-        self._bits_cache: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
-        self._handles: list[Any] = []
-
-    def install(self) -> None:
-        module_hooks = torch.nn.modules.module
-        self._handles = [
-            module_hooks.register_module_forward_pre_hook(self._enter_module),
-            module_hooks.register_module_forward_hook(self._exit_module, always_call=True),
-            register_optimizer_step_pre_hook(self._enter_optimizer),
-            register_optimizer_step_post_hook(self._exit_optimizer),
-        ]
-
-    def uninstall(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
     def current(self) -> str:
         if _current_graph_task_id() != -1:
@@ -77,6 +69,10 @@ class PhaseTracker:
     def quantized_bits(self) -> int | None:
         return self.module_bits[-1] if self.module_bits else None
 
+    @property
+    def outside_modules(self) -> bool:
+        return not self.module_bits and not self.loss_depth
+
     def _bits_of(self, module: torch.nn.Module) -> int | None:
         try:
             return self._bits_cache[module]
@@ -84,7 +80,7 @@ class PhaseTracker:
             bits = self._bits_cache[module] = module_bits(module)
             return bits
 
-    def _enter_module(self, module: torch.nn.Module, args: Any) -> None:
+    def enter_module(self, module: torch.nn.Module, args: Any = None) -> None:
         if isinstance(module, _Loss):
             self.loss_depth += 1
             return
@@ -94,7 +90,7 @@ class PhaseTracker:
         own = self._bits_of(module)
         self.module_bits.append(own if own is not None else self.quantized_bits)
 
-    def _exit_module(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+    def exit_module(self, module: torch.nn.Module, args: Any = None, output: Any = None) -> None:
         if isinstance(module, _Loss):
             self.loss_depth = max(0, self.loss_depth - 1)
             return
@@ -103,10 +99,30 @@ class PhaseTracker:
         if not self.module_bits:
             self.stage = LOSS if torch.is_grad_enabled() else PREPROCESSING
 
-    def _enter_optimizer(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def enter_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
         self.optimizer_depth += 1
 
-    def _exit_optimizer(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def exit_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
         self.optimizer_depth = max(0, self.optimizer_depth - 1)
         self.stage = PREPROCESSING
         self._ledger.add_step()
+
+
+def module_hooks(pre: Any, post: Any) -> list[Any]:
+    """Global forward pre- and post-hooks on every nn.Module; returns their handles."""
+    hooks = torch.nn.modules.module
+    return [
+        hooks.register_module_forward_pre_hook(pre),
+        hooks.register_module_forward_hook(post, always_call=True),
+    ]
+
+
+def optimizer_hooks(pre: Any, post: Any) -> list[Any]:
+    """Global optimizer step pre- and post-hooks; returns their handles."""
+    return [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+
+
+def remove(handles: list[Any]) -> None:
+    for handle in handles:
+        handle.remove()
+    handles.clear()

@@ -294,8 +294,16 @@ NORM_WEIGHT_ARG = {
     aten.native_layer_norm: 2,
     aten.native_group_norm: 1,
     aten._fused_rms_norm: 2,
+    aten.cudnn_batch_norm: 1,  # CUDA picks these kernels at the dispatcher level
+    aten.miopen_batch_norm: 1,
 }
-BATCH_NORMS = (aten.native_batch_norm, aten._native_batch_norm_legit, aten._native_batch_norm_legit_functional)
+BATCH_NORMS = (
+    aten.native_batch_norm,
+    aten._native_batch_norm_legit,
+    aten._native_batch_norm_legit_functional,
+    aten.cudnn_batch_norm,
+    aten.miopen_batch_norm,
+)
 
 
 def _norm_flops_for(packet: Any) -> RuleFn:
@@ -322,6 +330,8 @@ for _packet in NORM_WEIGHT_ARG:
     aten.native_group_norm_backward,
     aten.batch_norm_backward,
     aten._fused_rms_norm_backward,
+    aten.cudnn_batch_norm_backward,
+    aten.miopen_batch_norm_backward,
 )
 def norm_backward_flops(args: tuple, kwargs: dict, out: Any) -> int:
     return _numel(args[0]) * NORM_BACKWARD

@@ -1,0 +1,32 @@
+"""Full mode: every op of every step is intercepted and counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..ledger import Ledger
+from ..settings import Settings
+from .dispatch import CountingMode
+from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
+
+
+class FullCounting:
+    """Global hooks and the counting dispatch mode, on for the whole session."""
+
+    def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str]) -> None:
+        self.tracker = PhaseTracker(ledger, roots)
+        self._mode = CountingMode(ledger, self.tracker)
+        self._handles: list[Any] = []
+
+    def start(self) -> None:
+        t = self.tracker
+        self._handles = module_hooks(t.enter_module, t.exit_module)
+        self._handles += optimizer_hooks(t.enter_optimizer, t.exit_optimizer)
+        self._mode.__enter__()
+
+    def stop(self) -> None:
+        self._mode.__exit__(None, None, None)
+        remove(self._handles)
+
+    def stats(self) -> dict[str, int]:
+        return {}

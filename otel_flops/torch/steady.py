@@ -1,0 +1,327 @@
+"""Steady mode: exact counts at near-zero cost, because training steps repeat.
+
+The work of a session is cut into segments at five boundaries: a root module's forward, its
+end when the output needs no gradient, the return of a backward call, an optimizer step's
+start, and its end.
+- A forward segment runs from a root forward to the next boundary: the forward, the loss and
+  the backward; for a forward without gradients, the forward alone. Its key is the forward's
+  signature: input shapes, dtypes and devices, grad and inference mode, autocast state, and per
+  module and parameter the train/eval, requires_grad and has-a-gradient flags, and any
+  explicit phase.
+- An optimizer segment runs from the step's pre-hook to its post-hook. Its key is the
+  optimizer's param groups: which parameters have gradients, the groups' flags, the state size.
+- A gap runs from a backward's return, an optimizer step's end, or the end of a forward whose
+  output needs no gradient (inference, evaluation), to the next forward or step:
+  gradient clipping and unscaling, zero_grad, the next batch's preprocessing. What happens there
+  depends on what comes next (clipping follows only the last of several accumulated backwards),
+  so gaps have no key and are always intercepted; their work is small.
+
+The first time a key is seen its segment is intercepted in full and recorded. After that the
+segment runs with no dispatch mode and no per-module hooks, and the record is credited to the
+Ledger (an O(1) call). Every ``audit_every``-th occurrence of a key is intercepted again and
+compared with the record; a difference is reported as a mismatch and the record replaced.
+
+Roots are the modules called outside any other module while intercepting; a module first
+called as a root inside a replayed segment is found at the next intercepted segment (a gap, a
+new signature or an audit). A root gets a forward pre- and post-hook of its own and nothing
+else, so no per-module hook runs in a replayed step.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch.nn.modules.loss import _Loss
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from ..ledger import Ledger, Record
+from ..settings import Settings
+from .dispatch import CountingMode
+from .phases import OPTIMIZER, PhaseTracker, module_hooks, optimizer_hooks, remove
+
+log = logging.getLogger("otel_flops")
+
+MAX_RECORDS = 4096
+# Modules whose fast paths turn off when any hook is attached to them: they are never given a
+# root hook (that would change which kernels run), so their calls draw no boundary.
+HOOK_SENSITIVE: tuple[type, ...] = (torch.nn.TransformerEncoderLayer,)
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _value_signature(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.dtype, value.device, value.requires_grad)
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_value_signature(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _value_signature(v)) for k, v in value.items())
+    return type(value)
+
+
+def _needs_grad(output: Any) -> bool:
+    if isinstance(output, torch.Tensor):
+        return output.requires_grad
+    if isinstance(output, (list, tuple)):
+        return any(_needs_grad(o) for o in output)
+    if isinstance(output, dict):
+        return any(_needs_grad(o) for o in output.values())
+    return False
+
+
+def _autocast_state() -> tuple:
+    return tuple(
+        (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)) for device in ("cpu", "cuda")
+    )
+
+
+class _Root:
+    """A root module's serial number (ids are reused after GC) and its cached module/param lists."""
+
+    serials = itertools.count()
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.serial = next(self.serials)
+        self.hooked = not isinstance(module, HOOK_SENSITIVE)
+        self.refresh(module)
+
+    def refresh(self, module: torch.nn.Module) -> None:
+        self.modules = list(module.modules())
+        self.params = list(module.parameters())
+
+    def state(self) -> tuple:
+        """Train/eval flags, and per parameter: trainable, and holding a gradient to accumulate into."""
+        return (
+            tuple(m.training for m in self.modules),
+            tuple(p.requires_grad for p in self.params),
+            tuple(p.grad is None for p in self.params),
+        )
+
+
+class _Segment:
+    """A keyed segment's record and the number of times its key was seen."""
+
+    def __init__(self) -> None:
+        self.record: Record | None = None
+        self.seen = 0
+
+
+class SteadyCounting:
+    """Intercepts each new segment once, then credits its record whenever its key repeats."""
+
+    def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str]) -> None:
+        self.ledger = ledger
+        self.tracker = PhaseTracker(ledger, roots)
+        self._mode = CountingMode(ledger, self.tracker)
+        self._audit_every = settings.audit_every
+        self._segments: OrderedDict[Any, _Segment] = OrderedDict()
+        self._roots: weakref.WeakKeyDictionary[torch.nn.Module, _Root] = weakref.WeakKeyDictionary()
+        self._root_hooks: list[Any] = []
+        self._optimizers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._module_hooks: list[Any] = []
+        self._optimizer_hooks: list[Any] = []
+        self._key: Any = None  # the open keyed segment's key; None in a gap
+        self._sink: Ledger | None = None  # the open keyed segment's own ledger while recording
+        self._recording = False
+        self._owner = threading.get_ident()
+        self._original_backward: Any = None
+        self.counters = {"recorded": 0, "replayed": 0, "audited": 0, "mismatches": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._owner = threading.get_ident()
+        self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
+        self._original_backward = torch.autograd.backward
+        torch.autograd.backward = self._wrap_backward(self._original_backward)
+        self._open_gap()
+
+    def stop(self) -> None:
+        self._close_segment()
+        self._set_recording(False)
+        remove(self._optimizer_hooks)
+        remove(self._root_hooks)
+        torch.autograd.backward = self._original_backward
+
+    def _wrap_backward(self, backward: Any) -> Any:
+        """``Tensor.backward`` goes through ``torch.autograd.backward``: its return is a boundary."""
+
+        @functools.wraps(backward)
+        def counted_backward(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return backward(*args, **kwargs)
+            finally:
+                if self._on_owner_thread():
+                    self._close_segment()
+                    self._open_gap()
+                    self.tracker.stage = OPTIMIZER  # after a backward, as the tracker itself would say
+
+        return counted_backward
+
+    def _on_owner_thread(self) -> bool:
+        """Boundaries only count on the session's thread, outside the autograd engine."""
+        return threading.get_ident() == self._owner and torch._C._current_graph_task_id() == -1
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters, segments=len(self._segments))
+
+    # ------------------------------------------------------------------ hook events
+    def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
+        """While intercepting: find new roots, and keep the phase tracker informed."""
+        if self.tracker.outside_modules and not isinstance(module, _Loss) and module not in self._roots:
+            root = self._add_root(module)
+            if root.hooked:
+                self._boundary(self._forward_key(root, args, {}))
+        self.tracker.enter_module(module)
+
+    def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        root = self._roots.get(module)
+        if root is not None and self._on_owner_thread():
+            self._boundary(self._forward_key(root, args, kwargs), entering=module)
+
+    def _root_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        """A forward whose output needs no gradient ends its segment: no backward will follow."""
+        if not _needs_grad(output) and self._on_owner_thread():
+            self._close_segment()
+            self._open_gap()
+
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._on_owner_thread():
+            self._boundary(self._optimizer_key(optimizer))
+        self.tracker.enter_optimizer()
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.tracker.exit_optimizer()
+        if self._on_owner_thread():
+            self._close_segment()
+            self._open_gap()
+
+    # ------------------------------------------------------------------ keys
+    def _add_root(self, module: torch.nn.Module) -> _Root:
+        root = self._roots[module] = _Root(module)
+        if root.hooked:
+            self._root_hooks.append(module.register_forward_pre_hook(self._root_pre, with_kwargs=True))
+            self._root_hooks.append(module.register_forward_hook(self._root_post))
+        return root
+
+    def _forward_key(self, root: _Root, args: tuple, kwargs: dict) -> tuple:
+        return (
+            "forward",
+            root.serial,
+            _value_signature(args),
+            _value_signature(kwargs) if kwargs else (),
+            torch.is_grad_enabled(),
+            torch.is_inference_mode_enabled(),
+            _autocast_state(),
+            root.state(),
+            tuple(self.tracker.explicit),
+        )
+
+    def _optimizer_key(self, optimizer: Any) -> tuple:
+        serial = self._optimizers.get(optimizer)
+        if serial is None:
+            serial = self._optimizers[optimizer] = next(_Root.serials)
+        groups = tuple(
+            (
+                tuple(p.grad is not None for p in group["params"]),
+                tuple((k, v) for k, v in group.items() if k != "params" and isinstance(v, (bool, str, type(None)))),
+                group.get("weight_decay", 0) == 0,
+            )
+            for group in optimizer.param_groups
+        )
+        return ("optimizer", serial, len(optimizer.state), groups, _autocast_state(), tuple(self.tracker.explicit))
+
+    # ------------------------------------------------------------------ segments
+    def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> None:
+        self._close_segment()
+        self._open_segment(key, entering)
+
+    def _open_gap(self) -> None:
+        self._key = None
+        self._sink = None
+        self._mode.sink = self.ledger
+        self._set_recording(True)
+
+    def _open_segment(self, key: tuple, entering: torch.nn.Module | None) -> None:
+        segment = self._segments.get(key)
+        if segment is None:
+            segment = self._segments[key] = _Segment()
+            self._evict()
+        segment.seen += 1
+        self._key = key
+        audit = segment.seen % self._audit_every == 0
+        if segment.record is not None and not audit and self._can_switch(on=False):
+            self._set_recording(False)
+            self._sink = None
+            self.ledger.credit(segment.record)
+            self.counters["replayed"] += 1
+            return
+        self._sink = Ledger()
+        self._mode.sink = self._sink
+        if entering is not None:
+            self._roots[entering].refresh(entering)
+        self._set_recording(True, entering)
+        if not self._recording:
+            self._sink = None  # another dispatch mode is on top: this segment goes unrecorded
+
+    def _close_segment(self) -> None:
+        key, sink = self._key, self._sink
+        self._key = self._sink = None
+        if key is None or sink is None:
+            return  # a gap (counted straight into the ledger) or a replayed segment (credited)
+        for op, n in sink.errors.items():
+            for _ in range(n):
+                self.ledger.add_error(op)
+        record = sink.record()
+        segment = self._segments.get(key)
+        if segment is None:
+            self.ledger.credit(record)
+            return
+        if segment.record is None:
+            self.counters["recorded"] += 1
+        else:
+            self.counters["audited"] += 1
+            if not segment.record.same_counts(record):
+                self.counters["mismatches"] += 1
+                log.warning("otel-flops: a steady-mode audit found different counts for a repeated step "
+                            "(%s); re-traced it", key[0])
+            self.ledger.fold(segment.record)
+        segment.record = record
+        self.ledger.credit(record)
+
+    def _evict(self) -> None:
+        while len(self._segments) > MAX_RECORDS:
+            _, old = self._segments.popitem(last=False)
+            if old.record is not None:
+                self.ledger.fold(old.record)
+
+    # ------------------------------------------------------------------ interception on/off
+    def _can_switch(self, on: bool) -> bool:
+        """Only push or pop our mode when no other dispatch mode sits above it."""
+        if on == self._recording:
+            return True
+        top = _get_current_dispatch_mode()
+        return top is self._mode if not on else top is None
+
+    def _set_recording(self, on: bool, entering: torch.nn.Module | None = None) -> None:
+        if on == self._recording:
+            return
+        if not self._can_switch(on):
+            return
+        if on:
+            self.tracker.reset()
+            self._module_hooks = module_hooks(self._global_pre, self.tracker.exit_module)
+            self._mode.__enter__()
+            if entering is not None:
+                self.tracker.enter_module(entering)  # its global pre-hook was not called yet
+        else:
+            self._mode.__exit__(None, None, None)
+            remove(self._module_hooks)
+        self._recording = on

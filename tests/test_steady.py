@@ -1,0 +1,111 @@
+"""Steady mode is exact: per-phase totals equal full mode's over a varied 200-step run."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+from torch import nn
+
+import otel_flops
+
+
+class TinyLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 32)
+        self.block = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 2, 64, batch_first=True), 1,
+                                           enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(32)
+        self.head = nn.Linear(32, 50)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.block(self.embed(tokens))))
+
+
+def _varied_run(steps: int = 200) -> None:
+    """Shorter last batch, varying lengths, eval every 50 steps, two micro-batches a step,
+    a layer frozen at step 100, autocast from step 150."""
+    torch.manual_seed(0)
+    model = TinyLM()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    criterion = nn.CrossEntropyLoss()
+    data = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        batch = 3 if step == steps - 1 else 4
+        seq = (8, 12, 16)[step % 3]
+        if step == 100:
+            model.embed.weight.requires_grad_(False)
+        optimizer.zero_grad(set_to_none=True)
+        for _ in range(2):
+            tokens = torch.randint(0, 50, (batch, seq + 1), generator=data)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=step >= 150):
+                logits = model(tokens[:, :-1])
+                loss = criterion(logits.float().reshape(-1, 50), tokens[:, 1:].reshape(-1)) / 2
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 50 == 49:
+            model.eval()
+            with torch.no_grad():
+                model(torch.randint(0, 50, (2, 10), generator=data)).argmax(-1)
+            model.train()
+
+
+def _report(**overrides):
+    with otel_flops.track(**overrides) as tracker:
+        _varied_run()
+    return tracker.report()
+
+
+@pytest.fixture(scope="module")
+def full_report():
+    return _report(mode="full")
+
+
+@pytest.mark.parametrize("audit_every", [1000, 7])
+def test_steady_equals_full_per_phase_and_op(full_report, audit_every):
+    steady = _report(mode="steady", audit_every=audit_every)
+    assert steady["mode"] == "steady" and full_report["mode"] == "full"
+    assert steady["phases"] == full_report["phases"]
+    assert steady["by_op"] == full_report["by_op"]
+    assert steady["by_dtype"] == full_report["by_dtype"]
+    assert steady["uncounted_ops"] == full_report["uncounted_ops"]
+    assert steady["steps"] == full_report["steps"] == 200
+    stats = steady["steady"]
+    assert stats["mismatches"] == 0
+    assert stats["replayed"] > 5 * stats["recorded"], stats  # most segments were not intercepted
+    if audit_every == 7:
+        assert stats["audited"] > 0
+
+
+def test_an_audit_that_disagrees_is_reported_and_retraced():
+    model = nn.Linear(8, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with otel_flops.track(mode="steady", audit_every=4) as tracker:
+        for step in range(8):
+            optimizer.zero_grad()
+            out = model(torch.randn(2, 8))
+            if step >= 2:
+                out = out.exp()  # extra work the forward's signature cannot see
+            out.sum().backward()
+            optimizer.step()
+    stats = tracker.report()["steady"]
+    # the forward and the optimizer segments are each audited at their 4th and 8th occurrence;
+    # only the forward's first audit (step 3) sees the new work
+    assert stats["mismatches"] == 1 and stats["audited"] == 4
+
+
+def test_no_tensor_is_kept_alive():
+    import weakref
+
+    model = nn.Linear(8, 8)
+    with otel_flops.track(mode="steady"):
+        x = torch.randn(4, 8)
+        ref = weakref.ref(x)
+        for _ in range(3):
+            model(x).sum().backward()
+        del x
+        gc.collect()
+        assert ref() is None
