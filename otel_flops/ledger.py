@@ -46,7 +46,12 @@ class Record:
     replays: int = 0
 
     def same_counts(self, other: Record) -> bool:
-        return self.counts == other.counts and self.uncounted == other.uncounted
+        """Same FLOPs and BOPs per key, and the same uncounted ops; zero-FLOP call counts may differ."""
+        return self.uncounted == other.uncounted and _work(self.counts) == _work(other.counts)
+
+
+def _work(counts: dict[CountKey, Totals]) -> dict[CountKey, tuple[int, int]]:
+    return {k: (t.flops, t.bops) for k, t in counts.items() if t.flops or t.bops}
 
 
 class Ledger:
@@ -68,9 +73,9 @@ class Ledger:
         with self._lock:
             self._uncounted[op] += 1
 
-    def add_error(self, op: str) -> None:
+    def add_error(self, op: str, n: int = 1) -> None:
         with self._lock:
-            self.errors[op] += 1
+            self.errors[op] += n
 
     def add_step(self) -> None:
         with self._lock:
@@ -81,11 +86,13 @@ class Ledger:
         return Record(dict(self.items()), self.uncounted())
 
     def credit(self, record: Record) -> None:
-        """Add a recorded segment's counts once more."""
+        """Add a recorded segment's counts once more: one integer increment once it is known."""
+        if record.replays:
+            record.replays += 1  # only the session's thread credits; readers see n or n + 1
+            return
         with self._lock:
-            if record.replays == 0:
-                self._records.append(record)
-            record.replays += 1
+            self._records.append(record)
+            record.replays = 1
 
     def fold(self, record: Record) -> None:
         """Move a record's credited counts into the plain totals, so the record can be dropped."""

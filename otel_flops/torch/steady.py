@@ -5,26 +5,28 @@ end when the output needs no gradient, the return of a backward call, an optimiz
 start, and its end.
 - A forward segment runs from a root forward to the next boundary: the forward, the loss and
   the backward; for a forward without gradients, the forward alone. Its key is the forward's
-  signature: input shapes, dtypes and devices, grad and inference mode, autocast state, and per
-  module and parameter the train/eval, requires_grad and has-a-gradient flags, and any
-  explicit phase.
+  signature: input shapes, dtypes and devices, grad and inference mode, autocast state, per
+  module and parameter the train/eval, requires_grad and has-a-gradient flags, and any explicit
+  phase.
 - An optimizer segment runs from the step's pre-hook to its post-hook. Its key is the
-  optimizer's param groups: which parameters have gradients, the groups' flags, the state size.
-- A gap runs from a backward's return, an optimizer step's end, or the end of a forward whose
-  output needs no gradient (inference, evaluation), to the next forward or step:
-  gradient clipping and unscaling, zero_grad, the next batch's preprocessing. What happens there
-  depends on what comes next (clipping follows only the last of several accumulated backwards),
-  so gaps have no key and are always intercepted; their work is small.
+  optimizer's param groups: which parameters have gradients, the groups' structural options,
+  the state size.
+- A gap runs from a backward's return, an optimizer step's end or a gradient-free forward's end
+  to the next boundary: gradient clipping and unscaling, zero_grad, the next batch's
+  preprocessing. Its key is the segment before it and the number of backwards since the last
+  optimizer step, so the clipping that follows only the last of several accumulated backwards
+  has a key of its own.
 
 The first time a key is seen its segment is intercepted in full and recorded. After that the
 segment runs with no dispatch mode and no per-module hooks, and the record is credited to the
 Ledger (an O(1) call). Every ``audit_every``-th occurrence of a key is intercepted again and
-compared with the record; a difference is reported as a mismatch and the record replaced.
+compared with the record; a difference is reported as a mismatch and the record replaced. The
+assumption, checked by those audits, is that a key determines its segment's work.
 
 Roots are the modules called outside any other module while intercepting; a module first
-called as a root inside a replayed segment is found at the next intercepted segment (a gap, a
-new signature or an audit). A root gets a forward pre- and post-hook of its own and nothing
-else, so no per-module hook runs in a replayed step.
+called as a root inside a replayed segment is found at the next intercepted segment. A root gets
+a forward pre- and post-hook of its own and nothing else, so no per-module hook runs in a
+replayed step.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from .phases import OPTIMIZER, PhaseTracker, module_hooks, optimizer_hooks, remo
 log = logging.getLogger("otel_flops")
 
 MAX_RECORDS = 4096
+MAX_BACKWARDS = 64  # backwards since the last optimizer step that gap keys tell apart
 # Modules whose fast paths turn off when any hook is attached to them: they are never given a
 # root hook (that would change which kernels run), so their calls draw no boundary.
 HOOK_SENSITIVE: tuple[type, ...] = (torch.nn.TransformerEncoderLayer,)
@@ -77,6 +80,18 @@ def _needs_grad(output: Any) -> bool:
     return False
 
 
+# Param-group options of torch's optimizers that change which ops a step runs.
+STRUCTURAL_OPTIONS = (
+    "weight_decay", "momentum", "dampening", "nesterov", "maximize", "amsgrad", "foreach", "fused",
+    "capturable", "differentiable", "decoupled_weight_decay", "centered",
+)
+
+
+def _structural_options(group: dict) -> tuple:
+    """Flags as they are; numbers as zero or not (a zero weight decay skips its ops)."""
+    return tuple([v if isinstance(v, (bool, str, type(None))) else v == 0 for v in map(group.get, STRUCTURAL_OPTIONS)])
+
+
 def _autocast_state() -> tuple:
     return tuple(
         (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)) for device in ("cpu", "cuda")
@@ -100,18 +115,20 @@ class _Root:
     def state(self) -> tuple:
         """Train/eval flags, and per parameter: trainable, and holding a gradient to accumulate into."""
         return (
-            tuple(m.training for m in self.modules),
-            tuple(p.requires_grad for p in self.params),
-            tuple(p.grad is None for p in self.params),
+            tuple([m.training for m in self.modules]),
+            tuple([(p.requires_grad, p.grad is None) for p in self.params]),
         )
 
 
 class _Segment:
-    """A keyed segment's record and the number of times its key was seen."""
+    """A keyed segment's record, the times its key was seen, and a short id for gap keys."""
+
+    ids = itertools.count()
 
     def __init__(self) -> None:
         self.record: Record | None = None
         self.seen = 0
+        self.id = next(self.ids)
 
 
 class SteadyCounting:
@@ -128,8 +145,10 @@ class SteadyCounting:
         self._optimizers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._module_hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
-        self._key: Any = None  # the open keyed segment's key; None in a gap
+        self._key: Any = None  # the open keyed segment's key; None before the first boundary
         self._sink: Ledger | None = None  # the open keyed segment's own ledger while recording
+        self._anchor = -1  # id of the last forward or optimizer segment: what a gap follows
+        self._backwards = 0  # backward returns since the last optimizer step
         self._recording = False
         self._owner = threading.get_ident()
         self._original_backward: Any = None
@@ -141,7 +160,8 @@ class SteadyCounting:
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
         self._original_backward = torch.autograd.backward
         torch.autograd.backward = self._wrap_backward(self._original_backward)
-        self._open_gap()
+        self._mode.sink = self.ledger
+        self._set_recording(True)  # until the first boundary, count straight into the ledger
 
     def stop(self) -> None:
         self._close_segment()
@@ -149,6 +169,9 @@ class SteadyCounting:
         remove(self._optimizer_hooks)
         remove(self._root_hooks)
         torch.autograd.backward = self._original_backward
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters, segments=len(self._segments))
 
     def _wrap_backward(self, backward: Any) -> Any:
         """``Tensor.backward`` goes through ``torch.autograd.backward``: its return is a boundary."""
@@ -159,8 +182,8 @@ class SteadyCounting:
                 return backward(*args, **kwargs)
             finally:
                 if self._on_owner_thread():
-                    self._close_segment()
-                    self._open_gap()
+                    self._backwards = min(self._backwards + 1, MAX_BACKWARDS)
+                    self._gap("backward")
                     self.tracker.stage = OPTIMIZER  # after a backward, as the tracker itself would say
 
         return counted_backward
@@ -168,9 +191,6 @@ class SteadyCounting:
     def _on_owner_thread(self) -> bool:
         """Boundaries only count on the session's thread, outside the autograd engine."""
         return threading.get_ident() == self._owner and torch._C._current_graph_task_id() == -1
-
-    def stats(self) -> dict[str, int]:
-        return dict(self.counters, segments=len(self._segments))
 
     # ------------------------------------------------------------------ hook events
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
@@ -189,8 +209,7 @@ class SteadyCounting:
     def _root_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         """A forward whose output needs no gradient ends its segment: no backward will follow."""
         if not _needs_grad(output) and self._on_owner_thread():
-            self._close_segment()
-            self._open_gap()
+            self._gap("forward")
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._on_owner_thread():
@@ -200,8 +219,8 @@ class SteadyCounting:
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.tracker.exit_optimizer()
         if self._on_owner_thread():
-            self._close_segment()
-            self._open_gap()
+            self._backwards = 0
+            self._gap("optimizer")
 
     # ------------------------------------------------------------------ keys
     def _add_root(self, module: torch.nn.Module) -> _Root:
@@ -229,25 +248,18 @@ class SteadyCounting:
         if serial is None:
             serial = self._optimizers[optimizer] = next(_Root.serials)
         groups = tuple(
-            (
-                tuple(p.grad is not None for p in group["params"]),
-                tuple((k, v) for k, v in group.items() if k != "params" and isinstance(v, (bool, str, type(None)))),
-                group.get("weight_decay", 0) == 0,
-            )
+            (tuple([p.grad is None for p in group["params"]]), _structural_options(group))
             for group in optimizer.param_groups
         )
-        return ("optimizer", serial, len(optimizer.state), groups, _autocast_state(), tuple(self.tracker.explicit))
+        return ("optimizer", serial, len(optimizer.state), groups, tuple(self.tracker.explicit))
 
     # ------------------------------------------------------------------ segments
     def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> None:
         self._close_segment()
         self._open_segment(key, entering)
 
-    def _open_gap(self) -> None:
-        self._key = None
-        self._sink = None
-        self._mode.sink = self.ledger
-        self._set_recording(True)
+    def _gap(self, after: str) -> None:
+        self._boundary(("gap", self._anchor, self._backwards, after, tuple(self.tracker.explicit)))
 
     def _open_segment(self, key: tuple, entering: torch.nn.Module | None) -> None:
         segment = self._segments.get(key)
@@ -256,6 +268,8 @@ class SteadyCounting:
             self._evict()
         segment.seen += 1
         self._key = key
+        if key[0] != "gap":
+            self._anchor = segment.id
         audit = segment.seen % self._audit_every == 0
         if segment.record is not None and not audit and self._can_switch(on=False):
             self._set_recording(False)
@@ -275,10 +289,9 @@ class SteadyCounting:
         key, sink = self._key, self._sink
         self._key = self._sink = None
         if key is None or sink is None:
-            return  # a gap (counted straight into the ledger) or a replayed segment (credited)
+            return  # before the first boundary (counted straight into the ledger), or replayed (credited)
         for op, n in sink.errors.items():
-            for _ in range(n):
-                self.ledger.add_error(op)
+            self.ledger.add_error(op, n)
         record = sink.record()
         segment = self._segments.get(key)
         if segment is None:

@@ -1,0 +1,256 @@
+"""Step-time overhead of FLOP counters, measured side by side in one run.
+
+    python benchmarks/overhead.py [--device cuda|cpu] [--repeats 5] [--steps 20] [--out FILE]
+
+For each workload and precision (fp32, bf16 autocast) it times a full training step (forward,
+loss, backward, AdamW) under: no instrumentation, an empty TorchDispatchMode, torch's
+FlopCounterMode, FLOPpy (PyPI floppy-tracker, if installed), otel-flops full mode and otel-flops
+steady mode. Variants run interleaved (bare, A, bare, B, ... per repeat), each timed after
+warm-up steps inside its own context; the figure is the median over repeats of the per-repeat
+ratio to bare (steady mode gets extra bare/steady pairs: its few percent are within the drift of
+a shared GPU). It then checks that steady mode's per-phase and per-op FLOPs and BOPs over N steps
+equal full mode's, and
+that steady mode's memory after 10,000 steps is where it was after 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import otel_flops  # noqa: E402
+from otel_flops.workloads import WORKLOADS  # noqa: E402
+
+BATCHES = {
+    "cuda": {"mlp": 256, "resnet18": 128, "transformer": 32},
+    "cpu": {"mlp": 64, "resnet18": 8, "transformer": 4},
+}
+
+
+class EmptyMode(TorchDispatchMode):
+    """The floor of any dispatch-mode counter: intercept every op, do nothing."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _floppy_tracker():
+    """FLOPpy imports wandb at import time; the benchmark never logs, so a stub stands in if absent."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        sys.modules["wandb"] = types.ModuleType("wandb")
+    try:
+        from floppy import FLOPpyTracker
+    except ImportError:
+        return None
+    return FLOPpyTracker
+
+
+class Bench:
+    """One workload at one precision: model, optimizer, a fixed batch, and a training step."""
+
+    def __init__(self, name: str, device: str, bf16: bool) -> None:
+        torch.manual_seed(0)
+        self.name, self.device, self.bf16 = name, device, bf16
+        self.workload = WORKLOADS[name]
+        self.model = self.workload.build().to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.x, self.y = self.workload.make_batch(BATCHES[device][name], torch.device(device))
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.workload.loss(self.model(self.x), self.y)
+        loss.backward()
+        self.optimizer.step()
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(self, context: Callable[[], contextlib.AbstractContextManager], steps: int, warmup: int) -> float:
+        """Seconds per step, measured inside ``context`` after ``warmup`` steps there."""
+        with context():
+            for _ in range(warmup):
+                self.step()
+            self.sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                self.step()
+            self.sync()
+            elapsed = time.perf_counter() - start
+        return elapsed / steps
+
+    # -- contexts -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def floppy(self) -> Iterator[None]:
+        tracker_class = _floppy_tracker()
+        criterion = self.workload.loss if isinstance(self.workload.loss, torch.nn.Module) else None
+        tracker = tracker_class()
+        tracker.run(model=self.model, optimizer=self.optimizer, criterion=criterion)
+        try:
+            yield
+        finally:
+            with contextlib.redirect_stdout(open(os.devnull, "w")):
+                tracker.stop()
+
+
+def variants(bench: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManager]]:
+    found = {
+        "bare": contextlib.nullcontext,
+        "empty TorchDispatchMode": EmptyMode,
+        "torch FlopCounterMode": lambda: FlopCounterMode(display=False),
+        "otel-flops full": lambda: otel_flops.track(mode="full"),
+        "otel-flops steady": lambda: otel_flops.track(mode="steady"),
+    }
+    if _floppy_tracker() is not None:
+        found["FLOPpy"] = bench.floppy
+    return found
+
+
+def measure(bench: Bench, repeats: int, steady_repeats: int, steps: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Per-pair ratios to bare; steady mode, whose few percent drown in drift, gets extra pairs."""
+    contexts = variants(bench)
+    times: dict[str, list[float]] = {name: [] for name in contexts}
+    ratios: dict[str, list[float]] = {name: [] for name in contexts}
+    failed: dict[str, str] = {}
+    schedule = [list(contexts)] * repeats + [["otel-flops steady"]] * steady_repeats
+    for names in schedule:
+        for name in names:
+            context = contexts[name]
+            if name == "bare" or name in failed:
+                continue
+            bare = bench.timed(contexts["bare"], steps, warmup)
+            try:
+                t = bench.timed(context, steps, warmup)
+            except Exception as exc:  # a peer that cannot run this workload is reported, not fatal
+                failed[name] = f"{type(exc).__name__}: {exc}"[:120]
+                continue
+            times["bare"].append(bare)
+            times[name].append(t)
+            ratios[name].append(t / bare)
+    out = {
+        name: {
+            "median_ms": 1e3 * statistics.median(ts),
+            "ratio": statistics.median(ratios[name]) if ratios[name] else 1.0,
+            "pairs": len(ratios[name]) or len(ts),
+        }
+        for name, ts in times.items()
+        if ts
+    }
+    out.update({name: {"failed": reason} for name, reason in failed.items()})
+    return out
+
+
+def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
+    reports = {}
+    for mode in ("full", "steady"):
+        with otel_flops.track(mode=mode) as tracker:
+            for _ in range(steps):
+                bench.step()
+        reports[mode] = tracker.report()
+    flops_by_op = {mode: {op: (c["flops"], c["bops"]) for op, c in r["by_op"].items()} for mode, r in reports.items()}
+    same = reports["full"]["phases"] == reports["steady"]["phases"] and flops_by_op["full"] == flops_by_op["steady"]
+    return same, reports["steady"]["totals"]["flops"]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_growth(bench: Bench, early: int, late: int) -> dict[str, float]:
+    """RSS and device memory after ``early`` and after ``late`` steady-mode steps."""
+    with otel_flops.track(mode="steady"):
+        for _ in range(early):
+            bench.step()
+        bench.sync()
+        gc.collect()
+        rss_early = _rss_mb()
+        cuda_early = torch.cuda.memory_allocated() / 2**20 if bench.device == "cuda" else 0.0
+        for _ in range(late - early):
+            bench.step()
+        bench.sync()
+        gc.collect()
+        rss_late = _rss_mb()
+        cuda_late = torch.cuda.memory_allocated() / 2**20 if bench.device == "cuda" else 0.0
+    return {"rss_early_mb": rss_early, "rss_late_mb": rss_late, "cuda_early_mb": cuda_early, "cuda_late_mb": cuda_late}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steady-repeats", type=int, default=10, help="extra bare/steady pairs")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--memory-steps", type=int, default=10_000)
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+
+    logging_off = __import__("logging").getLogger("otel_flops")
+    logging_off.setLevel("ERROR")
+    machine = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
+    print(f"# otel-flops overhead benchmark: {machine}, torch {torch.__version__}, "
+          f"{datetime.date.today()}, {args.repeats} repeats (+{args.steady_repeats} bare/steady pairs) x "
+          f"{args.steps} steps (after {args.warmup} warm-up); ratios are medians of per-pair ratios to bare")
+    results: dict = {"machine": machine, "torch": torch.__version__, "date": str(datetime.date.today()), "rows": []}
+    for name in args.workloads.split(","):
+        for precision in args.precisions.split(","):
+            bench = Bench(name, args.device, precision == "bf16")
+            row = measure(bench, args.repeats, args.steady_repeats, args.steps, args.warmup)
+            same, flops = counts_agree(bench, args.steps)
+            results["rows"].append({"workload": name, "batch": BATCHES[args.device][name], "precision": precision,
+                                    "variants": row, "steady_equals_full": same, "steady_flops": flops})
+            cells = "  ".join(
+                f"{v}={r['ratio']:.3f}x" if "ratio" in r else f"{v}=failed" for v, r in row.items() if v != "bare"
+            )
+            print(f"{name:<12} b{BATCHES[args.device][name]:<4} {precision:<5} bare {row['bare']['median_ms']:.2f} ms  "
+                  f"{cells}  steady==full over {args.steps} steps: {'yes' if same else 'NO'}", flush=True)
+            del bench
+            gc.collect()
+    if args.memory_steps:
+        bench = Bench("mlp", args.device, False)
+        memory = memory_growth(bench, 100, args.memory_steps)
+        results["memory"] = memory
+        print(f"memory, steady mode, MLP: RSS {memory['rss_early_mb']:.1f} MB after 100 steps, "
+              f"{memory['rss_late_mb']:.1f} MB after {args.memory_steps}; device "
+              f"{memory['cuda_early_mb']:.1f} MB -> {memory['cuda_late_mb']:.1f} MB")
+    print("\n| workload | batch | precision | bare step | " + " | ".join(
+        v for v in results["rows"][0]["variants"] if v != "bare") + " | steady == full |")
+    print("|---" * (4 + len(results["rows"][0]["variants"])) + "|")
+    for r in results["rows"]:
+        cells = " | ".join(
+            f"{v['ratio']:.3f}x" if "ratio" in v else "failed" for k, v in r["variants"].items() if k != "bare"
+        )
+        print(f"| {r['workload']} | {r['batch']} | {r['precision']} | {r['variants']['bare']['median_ms']:.2f} ms | "
+              f"{cells} | {'yes' if r['steady_equals_full'] else 'NO'} |")
+    for r in results["rows"]:
+        for k, v in r["variants"].items():
+            if "failed" in v:
+                print(f"{k} failed on {r['workload']} {r['precision']}: {v['failed']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
