@@ -1,21 +1,18 @@
 """Steady mode: exact counts at near-zero cost, because training steps repeat.
 
-The work of a session is cut into segments at five boundaries: a root module's forward, its
-end when the output needs no gradient, the return of a backward call, an optimizer step's
-start, and its end.
+The work of a session is cut into segments at four boundaries: a root module's forward, the
+return of a backward call, an optimizer step's start, and its end.
 - A forward segment runs from a root forward to the next boundary: the forward, the loss and
-  the backward; for a forward without gradients, the forward alone. Its key is the forward's
-  signature: input shapes, dtypes and devices, grad and inference mode, autocast state, per
-  module and parameter the train/eval, requires_grad and has-a-gradient flags, and any explicit
-  phase.
+  the backward, or an evaluation forward and its metrics. Its key is the forward's signature:
+  input shapes, dtypes and devices, grad and inference mode, autocast state, per module and
+  parameter the train/eval, requires_grad and has-a-gradient flags, and any explicit phase.
 - An optimizer segment runs from the step's pre-hook to its post-hook. Its key is the
   optimizer's param groups: which parameters have gradients, the groups' structural options,
   the state size.
-- A gap runs from a backward's return, an optimizer step's end or a gradient-free forward's end
-  to the next boundary: gradient clipping and unscaling, zero_grad, the next batch's
-  preprocessing. Its key is the segment before it and the number of backwards since the last
-  optimizer step, so the clipping that follows only the last of several accumulated backwards
-  has a key of its own.
+- A gap runs from a backward's return or an optimizer step's end to the next boundary: gradient
+  clipping and unscaling, zero_grad, the next batch's preprocessing. Its key is the segment
+  before it and the number of backwards since the last optimizer step, so the clipping that
+  follows only the last of several accumulated backwards has a key of its own.
 
 The first time a key is seen its segment is intercepted in full and recorded. After that the
 segment runs with no dispatch mode and no per-module hooks, and the record is credited to the
@@ -25,8 +22,8 @@ assumption, checked by those audits, is that a key determines its segment's work
 
 Roots are the modules called outside any other module while intercepting; a module first
 called as a root inside a replayed segment is found at the next intercepted segment. A root gets
-a forward pre- and post-hook of its own and nothing else, so no per-module hook runs in a
-replayed step.
+one forward pre-hook of its own and nothing else, so no per-module hook runs in a replayed
+step.
 """
 
 from __future__ import annotations
@@ -60,7 +57,7 @@ _PLAIN = (int, float, bool, str, type(None))
 
 def _value_signature(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
-        return (tuple(value.shape), value.dtype, value.device, value.requires_grad)
+        return (value.shape, value.dtype, value.device, value.requires_grad)
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, (list, tuple)):
@@ -68,16 +65,6 @@ def _value_signature(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple((k, _value_signature(v)) for k, v in value.items())
     return type(value)
-
-
-def _needs_grad(output: Any) -> bool:
-    if isinstance(output, torch.Tensor):
-        return output.requires_grad
-    if isinstance(output, (list, tuple)):
-        return any(_needs_grad(o) for o in output)
-    if isinstance(output, dict):
-        return any(_needs_grad(o) for o in output.values())
-    return False
 
 
 # Param-group options of torch's optimizers that change which ops a step runs.
@@ -88,11 +75,14 @@ STRUCTURAL_OPTIONS = (
 
 
 def _structural_options(group: dict) -> tuple:
-    """Flags as they are; numbers as zero or not (a zero weight decay skips its ops)."""
-    return tuple([v if isinstance(v, (bool, str, type(None))) else v == 0 for v in map(group.get, STRUCTURAL_OPTIONS)])
+    """Flags as they are; numbers as zero or not (a zero weight decay skips its ops, and a
+    scheduler that cycles momentum must not make every step look new)."""
+    return tuple([v == 0 if type(v) in (int, float) else v for v in map(group.get, STRUCTURAL_OPTIONS)])
 
 
-def _autocast_state() -> tuple:
+def _autocast_state() -> tuple | None:
+    if not torch._C._is_any_autocast_enabled():
+        return None
     return tuple(
         (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)) for device in ("cpu", "cuda")
     )
@@ -140,9 +130,13 @@ class SteadyCounting:
         self._mode = CountingMode(ledger, self.tracker)
         self._audit_every = settings.audit_every
         self._segments: OrderedDict[Any, _Segment] = OrderedDict()
-        self._roots: weakref.WeakKeyDictionary[torch.nn.Module, _Root] = weakref.WeakKeyDictionary()
+        # Keyed by id() for a plain dict lookup on the hot path; a finalizer drops dead entries.
+        self._roots: dict[int, _Root] = {}
         self._root_hooks: list[Any] = []
-        self._optimizers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._optimizers: dict[int, int] = {}
+        # Param-group options per optimizer, re-read whenever a segment is being recorded: a
+        # change between recordings (weight decay set to zero mid-run) shows up at the next audit.
+        self._options: dict[int, tuple] = {}
         self._module_hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
         self._key: Any = None  # the open keyed segment's key; None before the first boundary
@@ -195,40 +189,39 @@ class SteadyCounting:
     # ------------------------------------------------------------------ hook events
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """While intercepting: find new roots, and keep the phase tracker informed."""
-        if self.tracker.outside_modules and not isinstance(module, _Loss) and module not in self._roots:
+        if self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots:
             root = self._add_root(module)
             if root.hooked:
                 self._boundary(self._forward_key(root, args, {}))
         self.tracker.enter_module(module)
 
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        root = self._roots.get(module)
+        root = self._roots.get(id(module))
         if root is not None and self._on_owner_thread():
             self._boundary(self._forward_key(root, args, kwargs), entering=module)
 
-    def _root_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        """A forward whose output needs no gradient ends its segment: no backward will follow."""
-        if not _needs_grad(output) and self._on_owner_thread():
-            self._gap("forward")
-
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._on_owner_thread():
+        if threading.get_ident() == self._owner:
             self._boundary(self._optimizer_key(optimizer))
         self.tracker.enter_optimizer()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.tracker.exit_optimizer()
-        if self._on_owner_thread():
+        if threading.get_ident() == self._owner:
             self._backwards = 0
             self._gap("optimizer")
 
     # ------------------------------------------------------------------ keys
     def _add_root(self, module: torch.nn.Module) -> _Root:
-        root = self._roots[module] = _Root(module)
+        root = self._roots[id(module)] = _Root(module)
+        weakref.finalize(module, self._roots.pop, id(module), None)
         if root.hooked:
             self._root_hooks.append(module.register_forward_pre_hook(self._root_pre, with_kwargs=True))
-            self._root_hooks.append(module.register_forward_hook(self._root_post))
         return root
+
+    def _forget_optimizer(self, optimizer_id: int, serial: int) -> None:
+        self._optimizers.pop(optimizer_id, None)
+        self._options.pop(serial, None)
 
     def _forward_key(self, root: _Root, args: tuple, kwargs: dict) -> tuple:
         return (
@@ -244,14 +237,15 @@ class SteadyCounting:
         )
 
     def _optimizer_key(self, optimizer: Any) -> tuple:
-        serial = self._optimizers.get(optimizer)
+        serial = self._optimizers.get(id(optimizer))
         if serial is None:
-            serial = self._optimizers[optimizer] = next(_Root.serials)
-        groups = tuple(
-            (tuple([p.grad is None for p in group["params"]]), _structural_options(group))
-            for group in optimizer.param_groups
-        )
-        return ("optimizer", serial, len(optimizer.state), groups, tuple(self.tracker.explicit))
+            serial = self._optimizers[id(optimizer)] = next(_Root.serials)
+            weakref.finalize(optimizer, self._forget_optimizer, id(optimizer), serial)
+        options = self._options.get(serial)
+        if options is None or self._recording:
+            options = self._options[serial] = tuple(_structural_options(g) for g in optimizer.param_groups)
+        grads = tuple(tuple([p.grad is None for p in group["params"]]) for group in optimizer.param_groups)
+        return ("optimizer", serial, len(optimizer.state), grads, options, tuple(self.tracker.explicit))
 
     # ------------------------------------------------------------------ segments
     def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> None:
@@ -271,8 +265,9 @@ class SteadyCounting:
         if key[0] != "gap":
             self._anchor = segment.id
         audit = segment.seen % self._audit_every == 0
-        if segment.record is not None and not audit and self._can_switch(on=False):
-            self._set_recording(False)
+        if segment.record is not None and not audit and (not self._recording or self._can_switch(on=False)):
+            if self._recording:
+                self._set_recording(False)
             self._sink = None
             self.ledger.credit(segment.record)
             self.counters["replayed"] += 1
@@ -280,7 +275,7 @@ class SteadyCounting:
         self._sink = Ledger()
         self._mode.sink = self._sink
         if entering is not None:
-            self._roots[entering].refresh(entering)
+            self._roots[id(entering)].refresh(entering)
         self._set_recording(True, entering)
         if not self._recording:
             self._sink = None  # another dispatch mode is on top: this segment goes unrecorded
