@@ -125,14 +125,14 @@ def variants(bench: Bench) -> dict[str, Callable[[], contextlib.AbstractContextM
     return found
 
 
-def measure(bench: Bench, repeats: int, steady_repeats: int, steps: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Per-pair ratios to bare; steady mode, whose few percent drown in drift, gets extra pairs."""
+def measure(bench: Bench, repeats: int, steady_repeats: int, steps: int, steady_steps: int, warmup: int) -> dict:
+    """Per-pair ratios to bare; steady mode, whose few percent drown in drift, gets extra, longer pairs."""
     contexts = variants(bench)
     times: dict[str, list[float]] = {name: [] for name in contexts}
     ratios: dict[str, list[float]] = {name: [] for name in contexts}
     failed: dict[str, str] = {}
-    schedule = [list(contexts)] * repeats + [["otel-flops steady"]] * steady_repeats
-    for names in schedule:
+    schedule = [(list(contexts), steps)] * repeats + [(["otel-flops steady"], steady_steps)] * steady_repeats
+    for names, steps in schedule:
         for name in names:
             context = contexts[name]
             if name == "bare" or name in failed:
@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steady-repeats", type=int, default=10, help="extra bare/steady pairs")
+    parser.add_argument("--steady-steps", type=int, default=100, help="steps in each extra pair")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -211,13 +212,14 @@ def main() -> None:
     logging_off.setLevel("ERROR")
     machine = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
     print(f"# otel-flops overhead benchmark: {machine}, torch {torch.__version__}, "
-          f"{datetime.date.today()}, {args.repeats} repeats (+{args.steady_repeats} bare/steady pairs) x "
-          f"{args.steps} steps (after {args.warmup} warm-up); ratios are medians of per-pair ratios to bare")
+          f"{datetime.date.today()}, {args.repeats} repeats x {args.steps} steps (+{args.steady_repeats} "
+          f"bare/steady pairs x {args.steady_steps} steps), after {args.warmup} warm-up steps; "
+          "ratios are medians of per-pair ratios to bare")
     results: dict = {"machine": machine, "torch": torch.__version__, "date": str(datetime.date.today()), "rows": []}
     for name in args.workloads.split(","):
         for precision in args.precisions.split(","):
             bench = Bench(name, args.device, precision == "bf16")
-            row = measure(bench, args.repeats, args.steady_repeats, args.steps, args.warmup)
+            row = measure(bench, args.repeats, args.steady_repeats, args.steps, args.steady_steps, args.warmup)
             same, flops = counts_agree(bench, args.steps)
             results["rows"].append({"workload": name, "batch": BATCHES[args.device][name], "precision": precision,
                                     "variants": row, "steady_equals_full": same, "steady_flops": flops})

@@ -6,9 +6,10 @@ return of a backward call, an optimizer step's start, and its end.
   the backward, or an evaluation forward and its metrics. Its key is the forward's signature:
   input shapes, dtypes and devices, grad and inference mode, autocast state, per module and
   parameter the train/eval, requires_grad and has-a-gradient flags, and any explicit phase.
-- An optimizer segment runs from the step's pre-hook to its post-hook. Its key is the
-  optimizer's param groups: which parameters have gradients, the groups' structural options,
-  the state size.
+- An optimizer segment runs from the step's pre-hook to its post-hook. Its key is the forward
+  segment before it (whose key holds the requires_grad and has-a-gradient flags that decide
+  which parameters the backward gave gradients), the number of backwards since the last step,
+  the groups' structural options and the state size.
 - A gap runs from a backward's return or an optimizer step's end to the next boundary: gradient
   clipping and unscaling, zero_grad, the next batch's preprocessing. Its key is the segment
   before it and the number of backwards since the last optimizer step, so the clipping that
@@ -46,6 +47,9 @@ from .dispatch import CountingMode
 from .phases import OPTIMIZER, PhaseTracker, module_hooks, optimizer_hooks, remove
 
 log = logging.getLogger("otel_flops")
+
+_get_ident = threading.get_ident
+_graph_task_id = torch._C._current_graph_task_id
 
 MAX_RECORDS = 4096
 MAX_BACKWARDS = 64  # backwards since the last optimizer step that gap keys tell apart
@@ -184,7 +188,7 @@ class SteadyCounting:
 
     def _on_owner_thread(self) -> bool:
         """Boundaries only count on the session's thread, outside the autograd engine."""
-        return threading.get_ident() == self._owner and torch._C._current_graph_task_id() == -1
+        return _get_ident() == self._owner and _graph_task_id() == -1
 
     # ------------------------------------------------------------------ hook events
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
@@ -201,13 +205,13 @@ class SteadyCounting:
             self._boundary(self._forward_key(root, args, kwargs), entering=module)
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if threading.get_ident() == self._owner:
+        if _get_ident() == self._owner:
             self._boundary(self._optimizer_key(optimizer))
         self.tracker.enter_optimizer()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.tracker.exit_optimizer()
-        if threading.get_ident() == self._owner:
+        if _get_ident() == self._owner:
             self._backwards = 0
             self._gap("optimizer")
 
@@ -244,8 +248,8 @@ class SteadyCounting:
         options = self._options.get(serial)
         if options is None or self._recording:
             options = self._options[serial] = tuple(_structural_options(g) for g in optimizer.param_groups)
-        grads = tuple(tuple([p.grad is None for p in group["params"]]) for group in optimizer.param_groups)
-        return ("optimizer", serial, len(optimizer.state), grads, options, tuple(self.tracker.explicit))
+        explicit = tuple(self.tracker.explicit)
+        return ("optimizer", serial, len(optimizer.state), self._anchor, self._backwards, options, explicit)
 
     # ------------------------------------------------------------------ segments
     def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> None:
@@ -282,9 +286,10 @@ class SteadyCounting:
 
     def _close_segment(self) -> None:
         key, sink = self._key, self._sink
-        self._key = self._sink = None
+        self._key = None
         if key is None or sink is None:
             return  # before the first boundary (counted straight into the ledger), or replayed (credited)
+        self._sink = None
         for op, n in sink.errors.items():
             self.ledger.add_error(op, n)
         record = sink.record()
