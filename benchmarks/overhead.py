@@ -5,12 +5,12 @@
 For each workload and precision (fp32, bf16 autocast) it times a full training step (forward,
 loss, backward, AdamW) under: no instrumentation, an empty TorchDispatchMode, torch's
 FlopCounterMode, FLOPpy (PyPI floppy-tracker, if installed), otel-flops full mode and otel-flops
-steady mode. Variants run interleaved (bare, A, bare, B, ... per repeat), each timed after
-warm-up steps inside its own context; the figure is the median over repeats of the per-repeat
-ratio to bare (steady mode gets extra bare/steady pairs: its few percent are within the drift of
-a shared GPU). It then checks that steady mode's per-phase and per-op FLOPs and BOPs over N steps
-equal full mode's, and
-that steady mode's memory after 10,000 steps is where it was after 100.
+steady mode. Variants run interleaved with bare (bare first in even repeats, second in odd
+ones), each timed after warm-up steps inside its own context; the figure is the median of the
+per-pair ratios to bare. Steady mode gets extra, longer pairs: its few percent are within the
+drift of a shared GPU, so the CPU time spent inside its hooks per step (its whole cost) is
+measured too. Last, it checks that steady mode's per-phase and per-op FLOPs and BOPs over N
+steps equal full mode's, and that its memory after 10,000 steps is where it was after 100.
 """
 
 from __future__ import annotations
@@ -132,14 +132,16 @@ def measure(bench: Bench, repeats: int, steady_repeats: int, steps: int, steady_
     ratios: dict[str, list[float]] = {name: [] for name in contexts}
     failed: dict[str, str] = {}
     schedule = [(list(contexts), steps)] * repeats + [(["otel-flops steady"], steady_steps)] * steady_repeats
-    for names, steps in schedule:
+    for repeat, (names, steps) in enumerate(schedule):
         for name in names:
             context = contexts[name]
             if name == "bare" or name in failed:
                 continue
-            bare = bench.timed(contexts["bare"], steps, warmup)
-            try:
-                t = bench.timed(context, steps, warmup)
+            try:  # bare first in even repeats, second in odd ones, so drift within a pair cancels
+                if repeat % 2 == 0:
+                    bare, t = bench.timed(contexts["bare"], steps, warmup), bench.timed(context, steps, warmup)
+                else:
+                    t, bare = bench.timed(context, steps, warmup), bench.timed(contexts["bare"], steps, warmup)
             except Exception as exc:  # a peer that cannot run this workload is reported, not fatal
                 failed[name] = f"{type(exc).__name__}: {exc}"[:120]
                 continue
@@ -169,6 +171,42 @@ def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
     flops_by_op = {mode: {op: (c["flops"], c["bops"]) for op, c in r["by_op"].items()} for mode, r in reports.items()}
     same = reports["full"]["phases"] == reports["steady"]["phases"] and flops_by_op["full"] == flops_by_op["steady"]
     return same, reports["steady"]["totals"]["flops"]
+
+
+HOOKS = ("_root_pre", "_optimizer_pre", "_optimizer_post", "_backward_returned")
+
+
+def steady_hook_time(bench: Bench, steps: int) -> float:
+    """Microseconds per step spent inside steady mode's hooks: its whole CPU cost, free of GPU drift."""
+    from otel_flops.torch.steady import SteadyCounting
+
+    spent = [0]
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter_ns()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter_ns() - start
+
+        return wrapper
+
+    originals = {name: getattr(SteadyCounting, name) for name in HOOKS}
+    for name, fn in originals.items():
+        setattr(SteadyCounting, name, timed(fn))
+    try:
+        with otel_flops.track(mode="steady"):
+            for _ in range(10):
+                bench.step()
+            spent[0] = 0
+            for _ in range(steps):
+                bench.step()
+            bench.sync()
+    finally:
+        for name, fn in originals.items():
+            setattr(SteadyCounting, name, fn)
+    return spent[0] / steps / 1e3
 
 
 def _rss_mb() -> float:
@@ -221,13 +259,17 @@ def main() -> None:
             bench = Bench(name, args.device, precision == "bf16")
             row = measure(bench, args.repeats, args.steady_repeats, args.steps, args.steady_steps, args.warmup)
             same, flops = counts_agree(bench, args.steps)
+            hook_us = steady_hook_time(bench, args.steady_steps)
             results["rows"].append({"workload": name, "batch": BATCHES[args.device][name], "precision": precision,
-                                    "variants": row, "steady_equals_full": same, "steady_flops": flops})
+                                    "variants": row, "steady_equals_full": same, "steady_flops": flops,
+                                    "steady_hook_us": hook_us})
             cells = "  ".join(
                 f"{v}={r['ratio']:.3f}x" if "ratio" in r else f"{v}=failed" for v, r in row.items() if v != "bare"
             )
             print(f"{name:<12} b{BATCHES[args.device][name]:<4} {precision:<5} bare {row['bare']['median_ms']:.2f} ms  "
-                  f"{cells}  steady==full over {args.steps} steps: {'yes' if same else 'NO'}", flush=True)
+                  f"{cells}  steady==full over {args.steps} steps: {'yes' if same else 'NO'}  "
+                  f"steady hooks {hook_us:.1f} us/step ({hook_us / 1e3 / row['bare']['median_ms']:.2%} of bare)",
+                  flush=True)
             del bench
             gc.collect()
     if args.memory_steps:
@@ -238,14 +280,14 @@ def main() -> None:
               f"{memory['rss_late_mb']:.1f} MB after {args.memory_steps}; device "
               f"{memory['cuda_early_mb']:.1f} MB -> {memory['cuda_late_mb']:.1f} MB")
     print("\n| workload | batch | precision | bare step | " + " | ".join(
-        v for v in results["rows"][0]["variants"] if v != "bare") + " | steady == full |")
-    print("|---" * (4 + len(results["rows"][0]["variants"])) + "|")
+        v for v in results["rows"][0]["variants"] if v != "bare") + " | steady hooks per step | steady == full |")
+    print("|---" * (5 + len(results["rows"][0]["variants"])) + "|")
     for r in results["rows"]:
         cells = " | ".join(
             f"{v['ratio']:.3f}x" if "ratio" in v else "failed" for k, v in r["variants"].items() if k != "bare"
         )
         print(f"| {r['workload']} | {r['batch']} | {r['precision']} | {r['variants']['bare']['median_ms']:.2f} ms | "
-              f"{cells} | {'yes' if r['steady_equals_full'] else 'NO'} |")
+              f"{cells} | {r['steady_hook_us']:.1f} us | {'yes' if r['steady_equals_full'] else 'NO'} |")
     for r in results["rows"]:
         for k, v in r["variants"].items():
             if "failed" in v:

@@ -179,12 +179,15 @@ class SteadyCounting:
             try:
                 return backward(*args, **kwargs)
             finally:
-                if self._on_owner_thread():
-                    self._backwards = min(self._backwards + 1, MAX_BACKWARDS)
-                    self._gap("backward")
-                    self.tracker.stage = OPTIMIZER  # after a backward, as the tracker itself would say
+                self._backward_returned()
 
         return counted_backward
+
+    def _backward_returned(self) -> None:
+        if self._on_owner_thread():
+            self._backwards = min(self._backwards + 1, MAX_BACKWARDS)
+            self._gap("backward")
+            self.tracker.stage = OPTIMIZER  # after a backward, as the tracker itself would say
 
     def _on_owner_thread(self) -> bool:
         """Boundaries only count on the session's thread, outside the autograd engine."""
