@@ -44,15 +44,20 @@ class Tracker:
 def track(model: Any = None, *, name: str | None = None, serve: bool = False, **overrides: Any) -> Tracker:
     """Count everything torch does from here until the block ends.
 
-    ``model`` and ``name`` set the model label of that module's work. ``serve=True`` also serves
+    ``model`` and ``name`` set the model label of that module's work; a scikit-learn estimator
+    given as ``model`` is wrapped alone (otherwise estimator classes are patched globally). ``serve=True`` also serves
     Prometheus /metrics (host and port from the settings or ``host=``/``port=``). Inside an
     already active session (``otel-flops run``) this shares that session.
     """
     current = active()
     if current is not None:
         return Tracker(current, owned=False)
-    names = {id(model): name or type(model).__name__} if model is not None else {}
+    from .sklearn import is_estimator
+
     settings = load().with_overrides(**overrides)
+    if model is not None and is_estimator(model):
+        return Tracker(begin(Session(settings, serve=serve, estimators=[model])), owned=True)
+    names = {id(model): name or type(model).__name__} if model is not None else {}
     return Tracker(begin(Session(settings, serve=serve, names=names)), owned=True)
 
 

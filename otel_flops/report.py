@@ -16,8 +16,42 @@ def _counts(t: Totals) -> dict[str, int]:
     return {"flops": t.flops, "bops": t.bops}
 
 
-def build(ledger: Ledger, *, mode: str, environment: dict[str, Any], extra: dict[str, Any] | None = None) -> dict:
-    """A plain dict in the v1 schema; every count is an integer."""
+def energy_sections(energy: Any, total: Totals) -> dict[str, Any]:
+    """The report's ``energy`` and ``efficiency``: joules by component, FLOP/J and BOP/J."""
+    if energy is None:
+        return {"energy": {"available": False, "reason": "disabled (OTEL_FLOPS_ENERGY=off)"}, "efficiency": {}}
+    reading = energy.reading()
+    joules = reading.total_joules
+    if energy.unavailable and not joules:
+        return {"energy": {"available": False, "reason": energy.unavailable}, "efficiency": {}}
+    by_component: dict[str, float] = {}
+    for (hw_type, _device, _source), j in reading.joules.items():
+        by_component[hw_type] = by_component.get(hw_type, 0.0) + j
+    sources = sorted({source for (_h, _d, source) in reading.joules})
+    return {
+        "energy": {
+            "available": True,
+            "joules": joules,
+            "by_component": by_component,
+            "emissions_g": reading.emissions_g,
+            "source": ", ".join(sources),
+        },
+        "efficiency": {
+            "flops_per_joule": total.flops / joules if joules else None,
+            "bops_per_joule": total.bops / joules if joules else None,
+        },
+    }
+
+
+def build(
+    ledger: Ledger,
+    *,
+    mode: str,
+    environment: dict[str, Any],
+    energy: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> dict:
+    """A plain dict in the v1 schema; every count is an integer (joules are floats)."""
     items = ledger.items()
     total = ledger.totals()
     by_op = grouped(items, "op")
@@ -40,6 +74,7 @@ def build(ledger: Ledger, *, mode: str, environment: dict[str, Any], extra: dict
         "errors": dict(ledger.errors.most_common()),
         "steps": ledger.steps,
     }
+    report.update(energy_sections(energy, total))
     report.update(extra or {})
     return report
 
@@ -77,6 +112,15 @@ def table(report: dict) -> str:
     lines.append("dtypes: " + ", ".join(f"{d} {human(c['flops'])}FLOP" for d, c in report["by_dtype"].items()))
     top = list(report["by_op"].items())[:5]
     lines.append("top ops: " + ", ".join(f"{op} {human(c['flops'])}FLOP" for op, c in top))
+    energy = report.get("energy", {})
+    if energy.get("available"):
+        eff = report["efficiency"]
+        lines.append(
+            f"energy: {energy['joules']:.1f} J ({energy['source']}), {energy['emissions_g']:.3g} g CO2eq; "
+            f"{human(eff['flops_per_joule'] or 0)}FLOP/J, {human(eff['bops_per_joule'] or 0)}BOP/J"
+        )
+    elif energy:
+        lines.append(f"energy: unavailable ({energy['reason']})")
     if report["uncounted_ops"]:
         lines.append("uncounted ops (no FLOP rule): " + ", ".join(report["uncounted_ops"]))
     if report["errors"]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import environment, report
+from .energy import EnergyMonitor
 from .ledger import Ledger
 from .settings import Settings, load
 from .telemetry import Telemetry
@@ -29,30 +30,60 @@ class Report(dict):
 class Session:
     """One counting session: hooks and dispatch mode installed, counts flowing to the Ledger."""
 
-    def __init__(self, settings: Settings | None = None, *, serve: bool = False, names: dict[int, str] | None = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        serve: bool = False,
+        names: dict[int, str] | None = None,
+        estimators: list[Any] | None = None,
+    ):
         self.settings = settings or load()
         self.ledger = Ledger()
-        self.telemetry = Telemetry(self.ledger, self.settings)
+        self.energy = EnergyMonitor(self.settings) if self.settings.energy else None
+        self.telemetry = Telemetry(self.ledger, self.settings, self.energy)
         self._serve = serve
         self._names = names or {}
+        self._estimators = estimators
         self._counting: Any = None
+        self._undo: list[Any] = []
         self._owner_thread: int | None = None
 
     def start(self) -> Session:
         from .torch.full import FullCounting
         from .torch.steady import SteadyCounting
 
+        if self.energy is not None:
+            self.energy.start()  # returns at once: its sources start in the background
         counting = {"full": FullCounting, "steady": SteadyCounting}[self.settings.mode]
         self._counting = counting(self.ledger, self.settings, self._names)
         self._counting.start()
         self._owner_thread = threading.get_ident()
+        self._undo = self._instrument_sklearn()
         self.telemetry.start(self._serve)
         return self
+
+    def _instrument_sklearn(self) -> list[Any]:
+        """Given estimators are wrapped one by one; with none given, estimator classes are patched."""
+        if not self.settings.sklearn:
+            return []
+        try:
+            from . import sklearn as backend
+        except ImportError:
+            return []
+        if self._estimators is not None:
+            return [backend.track_estimator(e, self.ledger) for e in self._estimators]
+        return [backend.install(self.ledger)]
 
     def stop(self) -> None:
         if self._owner_thread is not None and threading.get_ident() == self._owner_thread:
             self._counting.stop()
         self._owner_thread = None
+        for undo in reversed(self._undo):
+            undo()
+        self._undo = []
+        if self.energy is not None:
+            self.energy.stop()
         self.telemetry.stop()
 
     @contextlib.contextmanager
@@ -66,9 +97,10 @@ class Session:
 
     def report(self) -> Report:
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
-        return Report(
-            report.build(self.ledger, mode=self.settings.mode, environment=environment.describe(), extra=extra)
+        built = report.build(
+            self.ledger, mode=self.settings.mode, environment=environment.describe(), energy=self.energy, extra=extra
         )
+        return Report(built)
 
 
 _active: Session | None = None

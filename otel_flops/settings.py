@@ -28,6 +28,9 @@ class Settings:
     model_label_cap: int = 20
     report: str | None = None
     audit_every: int = 1000
+    energy: bool = True
+    energy_interval: float = 2.0
+    sklearn: bool = True
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply CLI flags that were given (None means 'not given') and re-validate."""
@@ -63,6 +66,32 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return SWITCHES[raw.lower()]
+    except KeyError:
+        raise SettingsError(f"{name}={raw!r} is not valid; use one of: on, off") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set a number >= {minimum}") from None
+    if not value >= minimum:
+        raise SettingsError(f"{name}={value} is too small; set a number >= {minimum}")
+    return value
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from the environment."""
     env = os.environ if env is None else env
@@ -75,4 +104,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         model_label_cap=_int(env, "OTEL_FLOPS_MODEL_LABEL_CAP", 20, minimum=1),
         report=env.get("OTEL_FLOPS_REPORT") or None,
         audit_every=_int(env, "OTEL_FLOPS_AUDIT_EVERY", 1000, minimum=1),
+        energy=_switch(env, "OTEL_FLOPS_ENERGY", True),
+        energy_interval=_float(env, "OTEL_FLOPS_ENERGY_INTERVAL", 2.0, minimum=0.1),
+        sklearn=_switch(env, "OTEL_FLOPS_SKLEARN", True),
     )

@@ -37,9 +37,10 @@ class Endpoint:
 class Telemetry:
     """Publishes a Ledger as the `otel_flops.flops` and `otel_flops.bops` counters."""
 
-    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+    def __init__(self, ledger: Ledger, settings: Settings, energy: Any = None) -> None:
         self._ledger = ledger
         self._settings = settings
+        self._energy = energy
         self._provider: Any = None
         self._server: Any = None
         self.endpoint: Endpoint | None = None
@@ -58,6 +59,18 @@ class Telemetry:
             "otel_flops.bops", [self._observe_bops], unit="{bop}",
             description="Bit operations: FLOPs times the effective operand bit-width",
         )
+        if self._energy is not None:
+            meter.create_observable_counter(
+                "otel_flops.energy", [self._observe_energy], unit="J",
+                description="Energy used by the machine, by component and by how it was measured",
+            )
+            meter.create_observable_gauge(
+                "otel_flops.power", [self._observe_power], unit="W", description="Power draw by component"
+            )
+            meter.create_observable_counter(
+                "otel_flops.emissions", [self._observe_emissions], unit="g",
+                description="CO2-equivalent emissions of that energy",
+            )
 
     def _serve_prometheus(self) -> Any:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -119,5 +132,17 @@ class Telemetry:
 
     def _observe_bops(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._observe("bops")
+
+    def _observe_energy(self, options: CallbackOptions) -> Iterable[Observation]:
+        joules = self._energy.reading().joules
+        return [Observation(j, {"hw_type": h, "device": d, "source": s}) for (h, d, s), j in joules.items()]
+
+    def _observe_power(self, options: CallbackOptions) -> Iterable[Observation]:
+        watts = self._energy.reading().watts
+        return [Observation(w, {"hw_type": h, "device": d}) for (h, d), w in watts.items()]
+
+    def _observe_emissions(self, options: CallbackOptions) -> Iterable[Observation]:
+        reading = self._energy.reading()
+        return [Observation(reading.emissions_g)] if reading.joules else []
 
 
