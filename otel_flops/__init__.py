@@ -45,7 +45,8 @@ def track(model: Any = None, *, name: str | None = None, serve: bool = False, **
     """Count everything torch does from here until the block ends.
 
     ``model`` and ``name`` set the model label of that module's work; a scikit-learn estimator
-    given as ``model`` is wrapped alone (otherwise estimator classes are patched globally). ``serve=True`` also serves
+    given as ``model`` is wrapped alone (otherwise estimator classes are patched globally).
+    ``serve=True`` also serves
     Prometheus /metrics (host and port from the settings or ``host=``/``port=``). Inside an
     already active session (``otel-flops run``) this shares that session.
     """
