@@ -1,19 +1,50 @@
-"""Process-wide counting for an unmodified script: start now, write the report at exit."""
+"""Process-wide counting for an unmodified script: start now, write the report at exit.
+
+``otel-flops run`` sets OTEL_FLOPS_AUTOSTART for the command it starts. Every Python process
+that inherits it comes here; only one per rank counts: the first instrumented process marks
+itself in OTEL_FLOPS_OWNER, multiprocessing helpers (DataLoader workers, fork or spawn) and
+torchrun's launcher step aside, and torchrun's workers each count as their own rank.
+"""
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
+from pathlib import Path
 
 from . import instrument, uninstrument
 from .settings import SettingsError, load
 
 log = logging.getLogger("otel_flops")
 
+LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch")
+
+
+def _should_count() -> bool:
+    argv = getattr(sys, "orig_argv", sys.argv)
+    if "--multiprocessing-fork" in argv or any(a.startswith("from multiprocessing") for a in argv):
+        return False  # a multiprocessing helper: DataLoader workers, resource tracker
+    if any(Path(a).name in LAUNCHERS or a in LAUNCHERS for a in argv[1:3]):
+        return False  # torchrun's launcher: its workers count, each as a rank
+    owner = os.environ.get("OTEL_FLOPS_OWNER")
+    return owner is None or owner == str(os.getpid())
+
+
+def report_path(path: str, rank: dict[str, int] | None) -> str:
+    """One report per rank under torchrun: ``run.json`` becomes ``run.rank1.json``."""
+    if not rank:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.rank{rank['rank']}{p.suffix}"))
+
 
 def start() -> None:
     """Never lets an internal failure reach the user's program; a bad setting stops start-up."""
+    if not _should_count():
+        return
+    os.environ["OTEL_FLOPS_OWNER"] = str(os.getpid())
     if not logging.getLogger().handlers and not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -29,7 +60,7 @@ def start() -> None:
     except Exception:
         log.exception("otel-flops: could not start counting; the program runs uninstrumented")
         return
-    atexit.register(_finish, session, settings.report)
+    atexit.register(_finish, session, report_path(settings.report, settings.rank) if settings.report else None)
 
 
 def _finish(session, path: str | None) -> None:

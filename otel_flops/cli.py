@@ -75,6 +75,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     report_path = Path(args.report or tempfile.mkstemp(prefix="otel-flops-", suffix=".json")[1]).resolve()
     report_path.unlink(missing_ok=True)
     env = dict(os.environ)
+    env.pop("OTEL_FLOPS_OWNER", None)
     env.update(
         OTEL_FLOPS_AUTOSTART="1",
         OTEL_FLOPS_REPORT=str(report_path),
@@ -90,11 +91,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except FileNotFoundError:
         print(f"otel-flops: command not found: {cmd[0]}", file=sys.stderr)
         return 127
-    if report_path.exists():
-        print(report_mod.table(json.loads(report_path.read_text())), file=sys.stderr)
+    ranks = sorted(report_path.parent.glob(f"{report_path.stem}.rank*.json"))
+    reports = [report_path] if report_path.exists() else ranks
+    for path in reports:
+        print(report_mod.table(json.loads(path.read_text())), file=sys.stderr)
         if args.report is None:
-            report_path.unlink()
-    else:
+            path.unlink()
+    if not reports:
         print("otel-flops: the program wrote no report (it did not start torch counting)", file=sys.stderr)
     return code
 

@@ -35,6 +35,7 @@ class Totals:
     flops: int = 0
     bops: int = 0
     calls: int = 0
+    comm_bytes: int = 0  # bytes moved by collectives: communication, not FLOPs
 
 
 @dataclass(eq=False)
@@ -50,8 +51,8 @@ class Record:
         return self.uncounted == other.uncounted and _work(self.counts) == _work(other.counts)
 
 
-def _work(counts: dict[CountKey, Totals]) -> dict[CountKey, tuple[int, int]]:
-    return {k: (t.flops, t.bops) for k, t in counts.items() if t.flops or t.bops}
+def _work(counts: dict[CountKey, Totals]) -> dict[CountKey, tuple[int, int, int]]:
+    return {k: (t.flops, t.bops, t.comm_bytes) for k, t in counts.items() if t.flops or t.bops or t.comm_bytes}
 
 
 class Ledger:
@@ -65,9 +66,9 @@ class Ledger:
         self.errors: Counter[str] = Counter()
         self.steps = 0
 
-    def add(self, key: CountKey, flops: int, bops: int, calls: int = 1) -> None:
+    def add(self, key: CountKey, flops: int, bops: int, calls: int = 1, comm_bytes: int = 0) -> None:
         with self._lock:
-            self._add_locked(self._totals, key, flops, bops, calls)
+            self._add_locked(self._totals, key, flops, bops, calls, comm_bytes)
 
     def add_uncounted(self, op: str) -> None:
         with self._lock:
@@ -100,30 +101,33 @@ class Ledger:
             if record not in self._records:
                 return
             self._records.remove(record)
+            n = record.replays
             for key, t in record.counts.items():
-                self._add_locked(self._totals, key, t.flops * record.replays, t.bops * record.replays,
-                                 t.calls * record.replays)
+                self._add_locked(self._totals, key, t.flops * n, t.bops * n, t.calls * n, t.comm_bytes * n)
             for op, calls in record.uncounted.items():
                 self._uncounted[op] += calls * record.replays
             record.replays = 0
 
     @staticmethod
-    def _add_locked(table: dict[CountKey, Totals], key: CountKey, flops: int, bops: int, calls: int) -> None:
+    def _add_locked(
+        table: dict[CountKey, Totals], key: CountKey, flops: int, bops: int, calls: int, comm_bytes: int = 0
+    ) -> None:
         totals = table.get(key)
         if totals is None:
             totals = table[key] = Totals()
         totals.flops += flops
         totals.bops += bops
         totals.calls += calls
+        totals.comm_bytes += comm_bytes
 
     def items(self) -> list[tuple[CountKey, Totals]]:
         """A consistent copy of every key and its totals, credited records multiplied out."""
         with self._lock:
-            merged = {k: Totals(t.flops, t.bops, t.calls) for k, t in self._totals.items()}
+            merged = {k: Totals(t.flops, t.bops, t.calls, t.comm_bytes) for k, t in self._totals.items()}
             for record in self._records:
                 n = record.replays
                 for key, t in record.counts.items():
-                    self._add_locked(merged, key, t.flops * n, t.bops * n, t.calls * n)
+                    self._add_locked(merged, key, t.flops * n, t.bops * n, t.calls * n, t.comm_bytes * n)
         return list(merged.items())
 
     def uncounted(self) -> Counter[str]:
@@ -140,6 +144,7 @@ class Ledger:
             out.flops += t.flops
             out.bops += t.bops
             out.calls += t.calls
+            out.comm_bytes += t.comm_bytes
         return out
 
 
@@ -152,6 +157,7 @@ def grouped(items: list[tuple[CountKey, Totals]], *fields: str) -> dict[tuple, T
         acc.flops += t.flops
         acc.bops += t.bops
         acc.calls += t.calls
+        acc.comm_bytes += t.comm_bytes
     return out
 
 

@@ -71,6 +71,7 @@ def build(
             for (op,), t in sorted(by_op.items(), key=lambda kv: -kv[1].flops)
         },
         "uncounted_ops": dict(ledger.uncounted().most_common()),
+        "comm_bytes": {op: t.comm_bytes for (op,), t in by_op.items() if t.comm_bytes},
         "errors": dict(ledger.errors.most_common()),
         "steps": ledger.steps,
     }

@@ -37,6 +37,7 @@ class Session:
         serve: bool = False,
         names: dict[int, str] | None = None,
         estimators: list[Any] | None = None,
+        meter_provider: Any = None,
     ):
         self.settings = settings or load()
         self.ledger = Ledger()
@@ -45,6 +46,7 @@ class Session:
         self._serve = serve
         self._names = names or {}
         self._estimators = estimators
+        self._meter_provider = meter_provider
         self._counting: Any = None
         self._undo: list[Any] = []
         self._owner_thread: int | None = None
@@ -60,7 +62,7 @@ class Session:
         self._counting.start()
         self._owner_thread = threading.get_ident()
         self._undo = self._instrument_sklearn()
-        self.telemetry.start(self._serve)
+        self.telemetry.start(self._serve, self._meter_provider)
         return self
 
     def _instrument_sklearn(self) -> list[Any]:

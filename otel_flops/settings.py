@@ -12,6 +12,7 @@ from typing import Any
 
 MODES = ("steady", "full")
 OP_LABELS = ("none", "family", "op")
+EXPORTERS = ("prometheus", "otlp", "console", "none")
 
 
 class SettingsError(ValueError):
@@ -31,6 +32,24 @@ class Settings:
     energy: bool = True
     energy_interval: float = 2.0
     sklearn: bool = True
+    exporters: tuple[str, ...] = ("prometheus",)
+    budget_name: str = "default"
+    budget_flops: float | None = None
+    budget_bops: float | None = None
+    budget_joules: float | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    rank: dict[str, int] | None = None  # rank, local_rank, world_size under torchrun
+
+    @property
+    def local_rank(self) -> int:
+        return self.rank["local_rank"] if self.rank else 0
+
+    @property
+    def budgets(self) -> dict[str, float]:
+        found = {"flops": self.budget_flops, "bops": self.budget_bops, "joules": self.budget_joules}
+        return {kind: value for kind, value in found.items() if value is not None}
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply CLI flags that were given (None means 'not given') and re-validate."""
@@ -92,10 +111,46 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
     return value
 
 
+def _exporters(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("OTEL_METRICS_EXPORTER") or "prometheus"
+    names = tuple(n.strip().lower() for n in raw.split(",") if n.strip())
+    for name in names:
+        _check_choice("OTEL_METRICS_EXPORTER", name, EXPORTERS)
+    return names
+
+
+def _budget(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set a positive number such as 1e15") from None
+    if not value > 0:
+        raise SettingsError(f"{name}={raw!r} must be positive; set a positive number such as 1e15")
+    return value
+
+
+def _existing_file(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name) or None
+    if path is not None and not os.path.isfile(path):
+        raise SettingsError(f"{name}={path!r} is not a readable file; point it at a PEM file")
+    return path
+
+
+def _rank(env: Mapping[str, str]) -> dict[str, int] | None:
+    """torchrun's RANK, LOCAL_RANK and WORLD_SIZE, when this process is one of several ranks."""
+    if "WORLD_SIZE" not in env:
+        return None
+    values = {key.lower(): _int(env, key, 0) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    return values
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from the environment."""
     env = os.environ if env is None else env
-    return Settings(
+    settings = Settings(
         mode=_check_choice("OTEL_FLOPS_MODE", env.get("OTEL_FLOPS_MODE", "steady").lower(), MODES),
         host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost",
         port=_check_port("OTEL_EXPORTER_PROMETHEUS_PORT", _int(env, "OTEL_EXPORTER_PROMETHEUS_PORT", 9464)),
@@ -107,4 +162,18 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         energy=_switch(env, "OTEL_FLOPS_ENERGY", True),
         energy_interval=_float(env, "OTEL_FLOPS_ENERGY_INTERVAL", 2.0, minimum=0.1),
         sklearn=_switch(env, "OTEL_FLOPS_SKLEARN", True),
+        exporters=_exporters(env),
+        budget_name=env.get("OTEL_FLOPS_BUDGET_NAME") or "default",
+        budget_flops=_budget(env, "OTEL_FLOPS_BUDGET_FLOPS"),
+        budget_bops=_budget(env, "OTEL_FLOPS_BUDGET_BOPS"),
+        budget_joules=_budget(env, "OTEL_FLOPS_BUDGET_JOULES"),
+        tls_cert=_existing_file(env, "OTEL_FLOPS_TLS_CERT"),
+        tls_key=_existing_file(env, "OTEL_FLOPS_TLS_KEY"),
+        tls_client_ca=_existing_file(env, "OTEL_FLOPS_TLS_CLIENT_CA"),
+        rank=_rank(env),
     )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise SettingsError("OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY go together; set both or neither")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise SettingsError("OTEL_FLOPS_TLS_CLIENT_CA needs OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY; set them too")
+    return settings

@@ -1,13 +1,16 @@
-"""Every OpenTelemetry object lives here: meter provider, instruments, Prometheus reader and server.
+"""Every OpenTelemetry object lives here: meter provider, readers, instruments, /metrics server.
 
-The counters are observable: at each collection they read cumulative totals from the Ledger,
-so the per-op hot path never touches OpenTelemetry and metrics always equal the report.
+The instruments are observable: at each collection they read cumulative totals from the Ledger
+(and the energy monitor), so the per-op hot path never touches OpenTelemetry and metrics always
+equal the report. With ``export`` the session builds its own MeterProvider with the readers
+that OTEL_METRICS_EXPORTER names; otherwise it uses the application's (what
+``opentelemetry-instrument`` sets up).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,76 +29,53 @@ BASE_LABELS = ("framework", "phase", "dtype", "bits", "device", "model")
 
 @dataclass
 class Endpoint:
+    scheme: str
     host: str
     port: int
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        return f"{self.scheme}://{self.host}:{self.port}/metrics"
 
 
 class Telemetry:
-    """Publishes a Ledger as the `otel_flops.flops` and `otel_flops.bops` counters."""
+    """Publishes a Ledger (and energy, budgets) as OpenTelemetry instruments."""
 
     def __init__(self, ledger: Ledger, settings: Settings, energy: Any = None) -> None:
         self._ledger = ledger
         self._settings = settings
         self._energy = energy
+        self._rank = {k: str(v) for k, v in (settings.rank or {}).items()}
         self._provider: Any = None
         self._server: Any = None
         self.endpoint: Endpoint | None = None
 
-    def start(self, serve: bool) -> None:
-        """Use the application's MeterProvider, or with ``serve`` our own Prometheus endpoint."""
-        provider = metrics.get_meter_provider()
-        if serve:
-            provider = self._serve_prometheus()
+    def start(self, export: bool, meter_provider: Any = None) -> None:
+        """Our own provider and readers with ``export``; else the given or the global provider."""
+        if export:
+            provider = self._provider = self._own_provider()
+        else:
+            provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter(METER_NAME, __version__)
-        meter.create_observable_counter(
-            "otel_flops.flops", [self._observe_flops], unit="{flop}",
-            description="Floating-point operations counted by otel-flops",
-        )
-        meter.create_observable_counter(
-            "otel_flops.bops", [self._observe_bops], unit="{bop}",
-            description="Bit operations: FLOPs times the effective operand bit-width",
-        )
+        counter, gauge = meter.create_observable_counter, meter.create_observable_gauge
+        counter("otel_flops.flops", [self._observe_flops], unit="{flop}",
+                description="Floating-point operations counted by otel-flops")
+        counter("otel_flops.bops", [self._observe_bops], unit="{bop}",
+                description="Bit operations: FLOPs times the effective operand bit-width")
+        counter("otel_flops.comm", [self._observe_comm], unit="By",
+                description="Bytes moved by collectives (DDP's all-reduce and others), not FLOPs")
+        for kind, value in self._settings.budgets.items():
+            gauge(f"otel_flops.budget.{kind}", [self._constant(value)],
+                  description=f"Compute budget in {kind}, for alerting on use against it")
         if self._energy is not None:
-            meter.create_observable_counter(
-                "otel_flops.energy", [self._observe_energy], unit="J",
-                description="Energy used by the machine, by component and by how it was measured",
-            )
-            meter.create_observable_gauge(
-                "otel_flops.power", [self._observe_power], unit="W", description="Power draw by component"
-            )
-            meter.create_observable_counter(
-                "otel_flops.emissions", [self._observe_emissions], unit="g",
-                description="CO2-equivalent emissions of that energy",
-            )
-
-    def _serve_prometheus(self) -> Any:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.resources import Resource
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        registry = CollectorRegistry()
-        reader = PrometheusMetricReader(registry=registry)
-        self._provider = MeterProvider(metric_readers=[reader], resource=Resource.create())
-        host, port = self._settings.host, self._settings.port
-        try:
-            self._server, _ = start_http_server(port, addr=host, registry=registry)
-        except OSError as exc:
-            log.error(
-                "otel-flops: cannot serve /metrics on %s:%s (%s); set OTEL_EXPORTER_PROMETHEUS_PORT or "
-                "--port to a free port (0 picks one). Counting goes on without the endpoint.",
-                host, port, exc.strerror or exc,
-            )
-            return self._provider
-        self.endpoint = Endpoint(host, self._server.server_address[1])
-        log.info("otel-flops: serving metrics on %s", self.endpoint.url)
-        return self._provider
+            counter("otel_flops.energy", [self._observe_energy], unit="J",
+                    description="Energy used by the machine, by component and by how it was measured")
+            gauge("otel_flops.power", [self._observe_power], unit="W", description="Power draw by component")
+            counter("otel_flops.emissions", [self._observe_emissions], unit="g",
+                    description="CO2-equivalent emissions of that energy")
 
     def stop(self) -> None:
+        """A final collection goes out through push readers (OTLP) as the provider shuts down."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -104,6 +84,52 @@ class Telemetry:
             self._provider.shutdown()
             self._provider = None
 
+    # ------------------------------------------------------------------ readers
+    def _own_provider(self) -> Any:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.resources import Resource
+
+        readers = [reader for name in self._settings.exporters for reader in [READERS[name](self)] if reader]
+        return MeterProvider(metric_readers=readers, resource=Resource.create())
+
+    def _prometheus_reader(self) -> Any:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        settings = self._settings
+        registry = CollectorRegistry()
+        reader = PrometheusMetricReader(registry=registry)
+        host, port = settings.host, settings.port + settings.local_rank if settings.port else 0
+        tls = {}
+        if settings.tls_cert:
+            tls = {"certfile": settings.tls_cert, "keyfile": settings.tls_key}
+            if settings.tls_client_ca:
+                tls.update(client_cafile=settings.tls_client_ca, client_auth_required=True)
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=registry, **tls)
+        except OSError as exc:
+            log.error(
+                "otel-flops: cannot serve /metrics on %s:%s (%s); set OTEL_EXPORTER_PROMETHEUS_PORT or "
+                "--port to a free port (0 picks one). Counting goes on without the endpoint.",
+                host, port, exc.strerror or exc,
+            )
+            return reader
+        self.endpoint = Endpoint("https" if tls else "http", host, self._server.server_address[1])
+        log.info("otel-flops: serving metrics on %s", self.endpoint.url)
+        return reader
+
+    def _otlp_reader(self) -> Any:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        return PeriodicExportingMetricReader(OTLPMetricExporter())  # OTEL_EXPORTER_OTLP_* configure it
+
+    def _console_reader(self) -> Any:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+
+        return PeriodicExportingMetricReader(ConsoleMetricExporter())
+
+    # ------------------------------------------------------------------ observations
     def _labelled(self) -> dict[tuple, Totals]:
         items = self._ledger.items()
         settings = self._settings
@@ -125,7 +151,8 @@ class Telemetry:
         }
 
     def _observe(self, attr: str) -> Iterable[Observation]:
-        return [Observation(getattr(t, attr), dict(labels)) for labels, t in self._labelled().items()]
+        return [Observation(getattr(t, attr), {**dict(labels), **self._rank})
+                for labels, t in self._labelled().items()]
 
     def _observe_flops(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._observe("flops")
@@ -133,16 +160,37 @@ class Telemetry:
     def _observe_bops(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._observe("bops")
 
+    def _observe_comm(self, options: CallbackOptions) -> Iterable[Observation]:
+        by_op = grouped([(k, t) for k, t in self._ledger.items() if t.comm_bytes], "op")
+        return [
+            Observation(t.comm_bytes, {"collective": op.split(".")[-1].strip("_"), **self._rank})
+            for (op,), t in by_op.items()
+        ]
+
+    def _constant(self, value: float) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, {"budget": self._settings.budget_name, **self._rank})]
+
+        return observe
+
     def _observe_energy(self, options: CallbackOptions) -> Iterable[Observation]:
         joules = self._energy.reading().joules
-        return [Observation(j, {"hw_type": h, "device": d, "source": s}) for (h, d, s), j in joules.items()]
+        return [Observation(j, {"hw_type": h, "device": d, "source": s, **self._rank})
+                for (h, d, s), j in joules.items()]
 
     def _observe_power(self, options: CallbackOptions) -> Iterable[Observation]:
         watts = self._energy.reading().watts
-        return [Observation(w, {"hw_type": h, "device": d}) for (h, d), w in watts.items()]
+        return [Observation(w, {"hw_type": h, "device": d, **self._rank}) for (h, d), w in watts.items()]
 
     def _observe_emissions(self, options: CallbackOptions) -> Iterable[Observation]:
         reading = self._energy.reading()
-        return [Observation(reading.emissions_g)] if reading.joules else []
+        return [Observation(reading.emissions_g, dict(self._rank))] if reading.joules else []
 
 
+# The readers OTEL_METRICS_EXPORTER can name ("none" adds none).
+READERS: dict[str, Callable[[Telemetry], Any]] = {
+    "prometheus": Telemetry._prometheus_reader,
+    "otlp": Telemetry._otlp_reader,
+    "console": Telemetry._console_reader,
+    "none": lambda telemetry: None,
+}

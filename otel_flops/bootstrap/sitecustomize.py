@@ -8,7 +8,7 @@ import sys
 
 
 def _start() -> None:
-    if os.environ.pop("OTEL_FLOPS_AUTOSTART", None) != "1":
+    if os.environ.get("OTEL_FLOPS_AUTOSTART") != "1":
         return
     from otel_flops import autostart
 

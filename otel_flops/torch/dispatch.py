@@ -34,8 +34,8 @@ class CountingMode(TorchDispatchMode):
         super().__init__()
         self.sink = sink  # where counts go; steady mode points it at a segment's own ledger
         self._phases = phases
-        # Per op overload: (op name, family, rule), or None when the op has no rule.
-        self._rules: dict[Any, tuple[str, str, RuleFn] | None] = {}
+        # Per op overload: (op name, family, rule, collective bytes), or None when the op has no rule.
+        self._rules: dict[Any, tuple[str, str, RuleFn, Any] | None] = {}
         self._dtypes: dict[Any, tuple[str, int]] = {}
         self._devices: dict[Any, str] = {}
         self._logged: set[str] = set()
@@ -49,12 +49,12 @@ class CountingMode(TorchDispatchMode):
             self._contain(func)
         return out
 
-    def _rule(self, func: Any) -> tuple[str, str, RuleFn] | None:
+    def _rule(self, func: Any) -> tuple[str, str, RuleFn, Any] | None:
         try:
             return self._rules[func]
         except KeyError:
             rule = resolve(func)
-            entry = self._rules[func] = (_op_name(func), rule.family, rule.count) if rule else None
+            entry = self._rules[func] = (_op_name(func), rule.family, rule.count, rule.comm_bytes) if rule else None
             return entry
 
     def _count(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -62,7 +62,7 @@ class CountingMode(TorchDispatchMode):
         if entry is None:
             self.sink.add_uncounted(_op_name(func))
             return
-        op, family, count = entry
+        op, family, count, comm_bytes = entry
         flops = count(args, kwargs, out)
         operand = _widest_operand(args, out)
         if operand is None:
@@ -78,7 +78,7 @@ class CountingMode(TorchDispatchMode):
         if quantized is not None and phase != BACKWARD:
             bits = quantized
         key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, phases.model)
-        self.sink.add(key, flops, flops * bits)
+        self.sink.add(key, flops, flops * bits, 1, comm_bytes(args) if comm_bytes else 0)
 
     def _dtype(self, dtype: torch.dtype) -> tuple[str, int]:
         try:

@@ -28,6 +28,7 @@ RuleFn = Callable[[tuple, dict, Any], int]
 class Rule:
     family: str
     count: RuleFn
+    comm_bytes: Callable[[tuple], int] | None = None  # collectives: bytes moved, not FLOPs
 
 
 REGISTRY: dict[Any, Rule] = {}
@@ -491,6 +492,38 @@ def _zero(args: tuple, kwargs: dict, out: Any) -> int:
 
 for _packet in ZERO_FLOP:
     flop_rule("zero", _packet)(_zero)
+
+
+# ---------------------------------------------------------------- collectives
+# c10d ops (what DDP's reducer and torch.distributed run) move bytes and do no FLOPs worth
+# counting; their first argument holds the tensors sent.
+COLLECTIVES = (
+    "allreduce_", "allreduce_coalesced_", "allgather_", "_allgather_base_", "allgather_coalesced_",
+    "allgather_into_tensor_coalesced_", "reduce_scatter_", "_reduce_scatter_base_",
+    "reduce_scatter_tensor_coalesced_", "broadcast_", "reduce_", "gather_", "scatter_", "alltoall_",
+    "alltoall_base_", "send", "recv_", "recv_any_source_",
+)
+FUNCTIONAL_COLLECTIVES = (
+    "all_reduce", "all_reduce_coalesced", "all_gather_into_tensor", "all_gather_into_tensor_coalesced",
+    "reduce_scatter_tensor", "reduce_scatter_tensor_coalesced", "all_to_all_single", "broadcast",
+)
+
+
+def _comm_bytes(args: tuple) -> int:
+    return sum(t.numel() * t.element_size() for t in _tensors(args[:1]))
+
+
+def _register_collectives() -> None:
+    for namespace, names in (("c10d", COLLECTIVES), ("_c10d_functional", FUNCTIONAL_COLLECTIVES)):
+        ops = getattr(torch.ops, namespace)
+        for name in names:
+            try:
+                REGISTRY[getattr(ops, name)] = Rule("comm", _zero, _comm_bytes)
+            except (AttributeError, RuntimeError):
+                continue  # this build of torch has no such collective
+
+
+_register_collectives()
 
 
 # ---------------------------------------------------------------- resolution
