@@ -38,6 +38,8 @@ class Receiver(http.server.BaseHTTPRequestHandler):
     """An OTLP/HTTP metrics receiver: decodes each request and keeps the last sum per metric."""
 
     sums: dict[str, float] = {}
+    resource: dict[str, str] = {}
+    headers: dict[str, str] = {}
     requests = 0
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -46,7 +48,9 @@ class Receiver(http.server.BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         request = ExportMetricsServiceRequest()
         request.ParseFromString(body)
+        Receiver.headers = dict(self.headers)
         for resource in request.resource_metrics:
+            Receiver.resource = {a.key: a.value.string_value for a in resource.resource.attributes}
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     if metric.HasField("sum"):
@@ -67,7 +71,8 @@ def test_otlp_http_push_equals_the_report(tmp_path):
     script.write_text(SCRIPT)
     env = {**os.environ, "OTEL_METRICS_EXPORTER": "otlp", "OTEL_FLOPS_ENERGY": "off",
            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
-           "OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_SERVICE_NAME": "otlp-test"}
+           "OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_SERVICE_NAME": "otlp-test",
+           "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci", "OTEL_EXPORTER_OTLP_HEADERS": "x-token=s3cr3t"}
     try:
         result = subprocess.run([sys.executable, "-m", "otel_flops.cli", "run", "--report", str(report), "--",
                                  "python", str(script)], capture_output=True, text=True, timeout=120, env=env)
@@ -78,6 +83,10 @@ def test_otlp_http_push_equals_the_report(tmp_path):
     assert Receiver.requests >= 1
     assert Receiver.sums["otel_flops.flops"] == totals["flops"] > 0
     assert Receiver.sums["otel_flops.bops"] == totals["bops"]
+    assert Receiver.resource["service.name"] == "otlp-test"
+    assert Receiver.resource["deployment.environment"] == "ci"
+    assert Receiver.headers.get("x-token") == "s3cr3t"  # the secret reached the receiver, and only it:
+    assert "s3cr3t" not in result.stdout + result.stderr + report.read_text()
 
 
 def _self_signed(tmp_path):
