@@ -32,6 +32,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 loss = train_step(model, optimizer, workload, x, y)
             print(f"  {name:<12} batch {batch:<4} {args.steps} steps  loss {loss.item():.3f}  "
                   f"{time.perf_counter() - started:.1f}s")
+        sklearn_example()
         report = tracker.report()
         if args.linger and tracker.endpoint:
             print(f"otel-flops demo: serving {tracker.endpoint.url} for {args.linger}s more")
@@ -40,3 +41,17 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.report:
         print(f"report written to {report.save(args.report)}")
     return 0
+
+
+def sklearn_example() -> None:
+    """Fit and predict two estimators, so the demo shows the scikit-learn backend's counts too."""
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(2000, 20, random_state=0)
+    for est in (LogisticRegression(max_iter=200), RandomForestClassifier(20, random_state=0)):
+        started = time.perf_counter()
+        est.fit(X, y).predict(X)
+        print(f"  {type(est).__name__:<24} fit+predict {X.shape[0]}x{X.shape[1]}  "
+              f"{time.perf_counter() - started:.1f}s")
