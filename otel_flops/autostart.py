@@ -64,10 +64,10 @@ def start() -> None:
 
 
 def _finish(session, path: str | None) -> None:
+    """Stop first: the energy sources take their last reading as they stop."""
     try:
-        report = session.report()
         uninstrument()
         if path:
-            report.save(path)
+            session.report().save(path)
     except Exception:
         log.exception("otel-flops: could not write the report")

@@ -1,8 +1,11 @@
 """Started by Python in every process that ``otel-flops run`` launches: turn counting on.
 
-Then hand over to any sitecustomize this one shadows, so the user's own still runs.
+Then run any sitecustomize this one shadows (found further along sys.path), so the user's own
+still runs.
 """
 
+import importlib.machinery
+import importlib.util
 import os
 import sys
 
@@ -18,11 +21,10 @@ def _start() -> None:
 def _chain() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    del sys.modules["sitecustomize"]
-    try:
-        import sitecustomize  # noqa: F401
-    except ImportError:
-        pass
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", sys.path)
+    if spec is not None and spec.loader is not None:
+        shadowed = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(shadowed)
 
 
 _start()
