@@ -38,7 +38,7 @@ class OtelFlopsInstrumentor(BaseInstrumentor):
         session = Session(settings, meter_provider=kwargs.get("meter_provider"))
         OtelFlopsInstrumentor._session = begin(session)
         if settings.report:
-            atexit.register(_write_report, session, settings.report)
+            atexit.register(_finish, session, settings.report)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         session, OtelFlopsInstrumentor._session = OtelFlopsInstrumentor._session, None
@@ -46,5 +46,7 @@ class OtelFlopsInstrumentor(BaseInstrumentor):
             end(session)
 
 
-def _write_report(session: Session, path: str) -> None:
+def _finish(session: Session, path: str) -> None:
+    """At exit: stop (energy takes its last reading), then write the report."""
+    end(session)
     session.report().save(path)
