@@ -1,0 +1,299 @@
+"""End to end: a real instrumented training run, scraped by a real Prometheus that evaluates the
+committed rules and sends to a real Alertmanager, which posts to a webhook in this process.
+
+Every panel and variable query of every committed dashboard must return non-empty, finite data
+from that Prometheus. Only Grafana's own rendering is not exercised (no Grafana server here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "deploy/prometheus/rules/otel-flops.yml"
+ALERTMANAGER = ROOT / "deploy/alertmanager/alertmanager.yml"
+DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
+SCRAPE_S = 1
+TRAIN_S = 20
+JOB = "otel-flops"
+
+TRAIN_SCRIPT = f"""
+import time
+import numpy as np
+import torch
+from sklearn.linear_model import LinearRegression
+
+LinearRegression().fit(np.random.rand(256, 8), np.random.rand(256))
+model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+end = time.monotonic() + {TRAIN_S}
+while time.monotonic() < end:
+    x, y = torch.randn(64, 64), torch.randint(0, 10, (64,))
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    time.sleep(0.005)
+"""
+
+# Series that other parts of the product add (energy, budgets, scikit-learn counting); a panel that
+# needs them may be skipped only outside CI, while those parts are still being built.
+OPTIONAL = {
+    "energy": ("otel_flops_energy_joules_total", "otel_flops_power_watts", "otel_flops_emissions_grams_total"),
+    "budget": ("otel_flops_budget_flops", "otel_flops_budget_bops", "otel_flops_budget_joules"),
+    "sklearn": ('framework="sklearn"',),
+}
+
+
+def _needs_binaries() -> None:
+    missing = [b for b in ("prometheus", "prometheus-alertmanager") if shutil.which(b) is None]
+    if missing and not os.environ.get("CI"):
+        pytest.skip(f"{', '.join(missing)} not installed (make setup installs Debian's prometheus packages)")
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    """Collects Alertmanager's webhook posts."""
+
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _get(url: str, params: dict | None = None) -> dict:
+    if params:
+        url += "?" + urllib.parse.urlencode(params, doseq=True)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{url} exited early:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} not ready after 20 s:\n{log.read_text()[-3000:]}")
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class Stack:
+    """The Prometheus HTTP API over the window of the finished run."""
+
+    def __init__(self, url: str, start: float, end: float, report: dict, alerts: list[dict]) -> None:
+        self.url, self.start, self.end, self.report, self.alerts = url, start, end, report, alerts
+
+    def instant(self, expr: str) -> list[dict]:
+        body = _get(f"{self.url}/api/v1/query", {"query": expr, "time": self.end})
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def range(self, expr: str) -> list[dict]:
+        body = _get(f"{self.url}/api/v1/query_range",
+                    {"query": expr, "start": self.start, "end": self.end, "step": SCRAPE_S})
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def label_values(self, label: str, selector: str) -> list[str]:
+        body = _get(f"{self.url}/api/v1/label/{label}/values",
+                    {"match[]": selector, "start": self.start, "end": self.end})
+        return body["data"]
+
+    def present(self, needle: str) -> bool:
+        """Whether any scraped series of the run matches a metric name or a label matcher."""
+        selector = f"{{{needle}}}" if "=" in needle else needle
+        return bool(self.range(f"count({selector})"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Stack:
+    """Alertmanager, Prometheus and one `otel-flops run` of ~20 s; torn down after the module."""
+    _needs_binaries()
+    tmp = tmp_path_factory.mktemp("stack")
+    hook_server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    _Webhook.received = []
+    threading.Thread(target=hook_server.serve_forever, daemon=True).start()
+    exporter, prom_port, am_port = free_port(), free_port(), free_port()
+
+    am_config = yaml.safe_load(ALERTMANAGER.read_text())
+    am_config["route"].update(group_wait="1s", group_interval="1s")
+    am_config["receivers"][0]["webhook_configs"][0]["url"] = f"http://127.0.0.1:{hook_server.server_port}/hook"
+    (tmp / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
+        "rule_files": [str(RULES)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{exporter}"]}]}],
+    }))
+    procs = [
+        _start(["prometheus-alertmanager", f"--config.file={tmp / 'alertmanager.yml'}",
+                f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address="], tmp / "alertmanager.log"),
+        _start(["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}"], tmp / "prometheus.log"),
+    ]
+    try:
+        _wait_ready(f"http://127.0.0.1:{am_port}/-/ready", procs[0], tmp / "alertmanager.log")
+        _wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", procs[1], tmp / "prometheus.log")
+        (tmp / "train.py").write_text(TRAIN_SCRIPT)
+        env = dict(os.environ, OTEL_FLOPS_BUDGET_NAME="test", OTEL_FLOPS_BUDGET_FLOPS="1",
+                   OTEL_FLOPS_BUDGET_BOPS="1", OTEL_FLOPS_BUDGET_JOULES="0.001")
+        start = time.time()
+        run = subprocess.run(
+            [sys.executable, "-m", "otel_flops.cli", "run", "--report", str(tmp / "report.json"),
+             "--host", "127.0.0.1", "--port", str(exporter), "--", "python", str(tmp / "train.py")],
+            cwd=tmp, env=env, capture_output=True, text=True, timeout=TRAIN_S + 60)
+        assert run.returncode == 0, run.stderr[-3000:]
+        # Let Prometheus see the target go away and evaluate the rules once more.
+        time.sleep(2 * SCRAPE_S)
+        end = time.time()
+        deadline = time.monotonic() + 15
+        while not _Webhook.received and time.monotonic() < deadline and _budget_gauge_present(prom_port):
+            time.sleep(0.5)
+        yield Stack(f"http://127.0.0.1:{prom_port}", start, end, json.loads((tmp / "report.json").read_text()),
+                    [alert for post in _Webhook.received for alert in post["alerts"]])
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        hook_server.shutdown()
+        hook_server.server_close()
+
+
+def _budget_gauge_present(port: int) -> bool:
+    body = _get(f"http://127.0.0.1:{port}/api/v1/series",
+                {"match[]": "otel_flops_budget_flops", "start": time.time() - 300})
+    return bool(body["data"])
+
+
+def _dashboards() -> list[dict]:
+    return [json.loads(path.read_text()) for path in DASHBOARDS]
+
+
+def _variables(stack: Stack, board: dict) -> dict[str, list[str]]:
+    """Each query variable's values, resolved in order like Grafana's chained variables."""
+    values: dict[str, list[str]] = {}
+    for var in board["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"].strip())
+        assert match, f"variable {var['name']}: unsupported query {var['query']!r}"
+        values[var["name"]] = stack.label_values(match.group(2), _substitute(match.group(1), values, stack))
+    return values
+
+
+def _substitute(expr: str, values: dict[str, list[str]], stack: Stack) -> str:
+    """Grafana's interpolation with every variable at "All": a regex of its escaped values."""
+    for name, options in values.items():
+        regex = "(" + "|".join(re.escape(v) for v in options) + ")"
+        expr = re.sub(r"\$\{?" + name + r"\}?\b", lambda _m, r=regex: r.replace("\\", "\\\\"), expr)
+    span = max(int(stack.end - stack.start), 1)
+    return (expr.replace("$__rate_interval", f"{4 * SCRAPE_S}s").replace("$__range", f"{span}s")
+            .replace("$__interval", f"{SCRAPE_S}s"))
+
+
+def _targets(board: dict):
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def _skip_if_absent(stack: Stack, group: str) -> None:
+    absent = [needle for needle in OPTIONAL[group] if not stack.present(needle)]
+    if absent and not os.environ.get("CI"):
+        pytest.skip(f"the run exported no {', '.join(absent)}: that part of otel-flops is still being built "
+                    "(allowed outside CI only)")
+
+
+def test_variable_queries_return_values(stack: Stack):
+    for board in _dashboards():
+        for name, options in _variables(stack, board).items():
+            assert options, f"{board['title']}: variable {name} has no values"
+        datasource = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
+        assert [v["query"] for v in datasource] == ["prometheus"]
+
+
+@pytest.mark.parametrize("group", ["work", "energy", "budget", "sklearn"])
+def test_every_panel_query_returns_finite_data(stack: Stack, group: str):
+    if group != "work":
+        _skip_if_absent(stack, group)
+    checked = 0
+    for board in _dashboards():
+        values = _variables(stack, board)
+        for panel, target in _targets(board):
+            groups = {g for g, needles in OPTIONAL.items() if any(n in target["expr"] for n in needles)} or {"work"}
+            if group not in groups:
+                continue
+            for other in groups - {group, "work"}:
+                _skip_if_absent(stack, other)
+            expr = _substitute(target["expr"], values, stack)
+            result = stack.instant(expr) if target.get("instant") else stack.range(expr)
+            where = f"{board['title']} / {panel['title']} / {target['refId']}: {expr}"
+            assert result, f"no data: {where}"
+            points = [float(v) for series in result
+                      for _, v in (series["values"] if "values" in series else [series["value"]])]
+            assert points and all(math.isfinite(p) for p in points), f"non-finite data: {where}"
+            checked += 1
+    assert checked
+
+
+def test_flop_total_panel_matches_report(stack: Stack):
+    board = next(b for b in _dashboards() if b["uid"] == "otel-flops-compute-efficiency")
+    panel = next(p for p in board["panels"] if p["title"] == "Total FLOPs")
+    expr = _substitute(panel["targets"][0]["expr"], _variables(stack, board), stack)
+    shown = float(stack.instant(expr)[0]["value"][1])
+    span = max(int(stack.end - stack.start), 1)
+    # One scrape interval's worth of work: the most any single scrape added (idelta of each series).
+    per_scrape = stack.instant(f'max_over_time(sum(idelta(otel_flops_flops_total{{job="{JOB}"}}[{3 * SCRAPE_S}s]))'
+                               f"[{span}s:{SCRAPE_S}s])")
+    reported = stack.report["totals"]["flops"]
+    # The run does not work at an even pace (start-up, the scheduler), hence half an interval of slack.
+    assert 0 <= reported - shown <= 1.5 * float(per_scrape[0]["value"][1]), (reported, shown, per_scrape)
+    assert shown > 0
+
+
+def test_budget_exceeded_reaches_webhook_through_alertmanager(stack: Stack):
+    _skip_if_absent(stack, "budget")
+    fired = [a for a in stack.alerts if a["labels"].get("alertname") == "ComputeBudgetExceeded"
+             and a["labels"].get("resource") == "flops"]
+    assert fired, f"webhook received: {stack.alerts}"
+    alert = fired[0]
+    assert alert["status"] == "firing"
+    assert alert["labels"]["budget"] == "test" and alert["labels"]["job"] == JOB
+    assert {"summary", "description", "runbook"} <= set(alert["annotations"])
+    assert "FLOP of" in alert["annotations"]["description"], alert["annotations"]
