@@ -10,6 +10,8 @@ setup: $(STAMP)
 
 # torch is pinned here only (pyproject declares a range): 2.13.0 is the CPU build on local disk.
 $(STAMP): pyproject.toml
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
@@ -19,7 +21,7 @@ demo: setup
 	$(VENV)/bin/otel-flops demo
 
 lint: setup
-	$(VENV)/bin/ruff check otel_flops tests benchmarks
+	$(VENV)/bin/ruff check otel_flops tests benchmarks grafana
 
 test: setup lint
 	$(PY) -m pytest -q

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from . import report as report_mod
+from .compare import CompareError
 from .settings import SettingsError, load
 
 BOOTSTRAP = Path(__file__).parent / "bootstrap"
@@ -28,11 +29,128 @@ def _parser() -> argparse.ArgumentParser:
                       help="keep /metrics up N seconds after training")
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
+    calibrate = sub.add_parser("calibrate", help="fit alpha-FLOPs (time per FLOP of convolutions) for this device")
+    calibrate.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if _has_cuda() else "cpu")
+    calibrate.add_argument("--quick", action="store_true", help="a small grid that finishes in under 2 minutes on CPU")
+    calibrate.add_argument("--out", default="alpha-profile.json", help="profile JSON (default alpha-profile.json)")
+    calibrate.add_argument("--plot", help="PNG of measured against predicted time, experiments A and B")
+
     run = sub.add_parser("run", help="run a script with torch counted, no code change",
                          usage="otel-flops run [--report FILE] [--port N] [--mode M] -- python script.py ARGS")
     _exporter_flags(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    _analysis_parsers(sub)
     return parser
+
+
+def _analysis_parsers(sub: argparse._SubParsersAction) -> None:
+    """``bench paper``, ``compare`` and ``report``: they read or write reports, nothing served."""
+    from . import compare
+
+    bench = sub.add_parser("bench", help="reproduce a published evaluation")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    paper = bench_sub.add_parser("paper", help="the seed paper's Table 2, Figure 2 and phase decomposition")
+    paper.add_argument("--quick", action="store_true", help="small batches, for CI (about 10 s on 2 idle CPU cores)")
+    paper.add_argument("--device", type=_torch_device, default="cpu", help="torch device (default cpu)")
+    paper.add_argument("--out", default="paper-run", metavar="DIR", help="output folder (default paper-run)")
+
+    cmp = sub.add_parser("compare", help="rank runs by FLOPs, BOPs, energy, FLOP/J, emissions and GreenScore")
+    cmp.add_argument("runs", nargs="+", metavar="RUN.json")
+    cmp.add_argument("--accuracy", action="append", default=[], metavar="RUN=ACC",
+                     help="accuracy of a run (file stem), 0-1; repeat per run; GreenScore needs it")
+    cmp.add_argument("--alpha", type=_non_negative_float, default=compare.DEFAULT_ALPHA,
+                     help=f"GreenScore FLOPs exponent (default {compare.DEFAULT_ALPHA})")
+    cmp.add_argument("--beta", type=_non_negative_float, default=compare.DEFAULT_BETA,
+                     help=f"GreenScore CO2 exponent (default {compare.DEFAULT_BETA})")
+    cmp.add_argument("--pj-per-flop", type=_positive_float, default=compare.DEFAULT_PJ_PER_FLOP,
+                     help=f"estimate: energy per FLOP in pJ (default {compare.DEFAULT_PJ_PER_FLOP:g})")
+    cmp.add_argument("--pue", type=_positive_float, default=compare.DEFAULT_PUE,
+                     help=f"estimate: power usage effectiveness (default {compare.DEFAULT_PUE:g})")
+    cmp.add_argument("--grid-intensity", type=_positive_float, default=compare.DEFAULT_GRID_G_PER_KWH,
+                     metavar="G_PER_KWH", help=f"grid carbon intensity (default {compare.DEFAULT_GRID_G_PER_KWH:g})")
+
+    rep = sub.add_parser("report", help="print a JSON report's table, or write it as a self-contained HTML page")
+    rep.add_argument("run", metavar="RUN.json")
+    rep.add_argument("--html", metavar="OUT.html", help="write the HTML report here")
+
+
+def _float_arg(text: str, strict: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0 or (strict and value == 0) or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {'> 0' if strict else '>= 0'}, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    return _float_arg(text, strict=True)
+
+
+def _non_negative_float(text: str) -> float:
+    return _float_arg(text, strict=False)
+
+
+def _torch_device(text: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("CUDA is not available on this machine")
+    return text
+
+
+def _analysis(args: argparse.Namespace) -> int:
+    try:
+        return _analyse(args)
+    except OSError as exc:
+        print(f"otel-flops: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+
+def _analyse(args: argparse.Namespace) -> int:
+    from . import compare, html_report, paper
+
+    if args.command == "bench":
+        paper.bench(args.device, args.quick, args.out)
+        return 0
+    if args.command == "compare":
+        estimate = compare.Estimate(args.pj_per_flop, args.pue, args.grid_intensity)
+        print(compare.compare(args.runs, args.accuracy, args.alpha, args.beta, estimate))
+        return 0
+    report = compare.read_report(args.run)
+    if args.html:
+        print(f"wrote {html_report.write(report, args.html, title=f'otel-flops report: {Path(args.run).name}')}")
+    else:
+        print(report_mod.table(report))
+    return 0
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from . import alpha
+
+    profile, document, points = alpha.calibrate(args.device, args.quick)
+    out = Path(args.out)
+    alpha.save(document, out)
+    plot = Path(args.plot) if args.plot else out.with_name(out.stem + "-AB.png")
+    alpha.plot(points, plot)
+    fits = document["fits"]
+    print(f"alpha-FLOPs profile for {profile.key}")
+    for name, fit in fits.items():
+        print(f"  {name}: beta {fit['beta']:.5g}, gamma {fit['gamma']:.5g}, final {fit['final']:.5g} ms/MFLOP")
+    print(alpha.rmse_table(document))
+    print(f"profile written to {out}, plot to {plot}")
+    return 0
 
 
 def _exporter_flags(p: argparse.ArgumentParser) -> None:
@@ -109,10 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, parser)
+        if args.command == "calibrate":
+            return _calibrate(args)
+        if args.command in ("bench", "compare", "report"):
+            return _analysis(args)
         from .demo import run_demo
 
         return run_demo(args)
-    except SettingsError as exc:
+    except (SettingsError, CompareError) as exc:
         print(f"otel-flops: {exc}", file=sys.stderr)
         return 2
 

@@ -36,6 +36,16 @@ class Totals:
     bops: int = 0
     calls: int = 0
     comm_bytes: int = 0  # bytes moved by collectives: communication, not FLOPs
+    alpha_flops: int = 0  # "perceived" FLOPs, with an alpha-FLOPs profile loaded
+    predicted_ns: int = 0  # the time that profile predicts
+
+    def absorb(self, other: Totals, times: int = 1) -> None:
+        self.flops += other.flops * times
+        self.bops += other.bops * times
+        self.calls += other.calls * times
+        self.comm_bytes += other.comm_bytes * times
+        self.alpha_flops += other.alpha_flops * times
+        self.predicted_ns += other.predicted_ns * times
 
 
 @dataclass(eq=False)
@@ -49,6 +59,13 @@ class Record:
     def same_counts(self, other: Record) -> bool:
         """Same FLOPs and BOPs per key, and the same uncounted ops; zero-FLOP call counts may differ."""
         return self.uncounted == other.uncounted and _work(self.counts) == _work(other.counts)
+
+
+def _absorb_into(table: dict, key: CountKey, totals: Totals, times: int = 1) -> None:
+    target = table.get(key)
+    if target is None:
+        target = table[key] = Totals()
+    target.absorb(totals, times)
 
 
 def _work(counts: dict[CountKey, Totals]) -> dict[CountKey, tuple[int, int, int]]:
@@ -68,7 +85,18 @@ class Ledger:
 
     def add(self, key: CountKey, flops: int, bops: int, calls: int = 1, comm_bytes: int = 0) -> None:
         with self._lock:
-            self._add_locked(self._totals, key, flops, bops, calls, comm_bytes)
+            totals = self._totals.get(key)
+            if totals is None:
+                totals = self._totals[key] = Totals()
+            totals.flops += flops
+            totals.bops += bops
+            totals.calls += calls
+            totals.comm_bytes += comm_bytes
+
+    def add_totals(self, key: CountKey, totals: Totals) -> None:
+        """Add counts that carry more than FLOPs and BOPs (an alpha-FLOPs prediction)."""
+        with self._lock:
+            _absorb_into(self._totals, key, totals)
 
     def add_uncounted(self, op: str) -> None:
         with self._lock:
@@ -101,33 +129,21 @@ class Ledger:
             if record not in self._records:
                 return
             self._records.remove(record)
-            n = record.replays
             for key, t in record.counts.items():
-                self._add_locked(self._totals, key, t.flops * n, t.bops * n, t.calls * n, t.comm_bytes * n)
+                _absorb_into(self._totals, key, t, record.replays)
             for op, calls in record.uncounted.items():
                 self._uncounted[op] += calls * record.replays
             record.replays = 0
 
-    @staticmethod
-    def _add_locked(
-        table: dict[CountKey, Totals], key: CountKey, flops: int, bops: int, calls: int, comm_bytes: int = 0
-    ) -> None:
-        totals = table.get(key)
-        if totals is None:
-            totals = table[key] = Totals()
-        totals.flops += flops
-        totals.bops += bops
-        totals.calls += calls
-        totals.comm_bytes += comm_bytes
-
     def items(self) -> list[tuple[CountKey, Totals]]:
         """A consistent copy of every key and its totals, credited records multiplied out."""
         with self._lock:
-            merged = {k: Totals(t.flops, t.bops, t.calls, t.comm_bytes) for k, t in self._totals.items()}
+            merged: dict[CountKey, Totals] = {}
+            for key, t in self._totals.items():
+                _absorb_into(merged, key, t)
             for record in self._records:
-                n = record.replays
                 for key, t in record.counts.items():
-                    self._add_locked(merged, key, t.flops * n, t.bops * n, t.calls * n, t.comm_bytes * n)
+                    _absorb_into(merged, key, t, record.replays)
         return list(merged.items())
 
     def uncounted(self) -> Counter[str]:
@@ -141,10 +157,7 @@ class Ledger:
     def totals(self) -> Totals:
         out = Totals()
         for _, t in self.items():
-            out.flops += t.flops
-            out.bops += t.bops
-            out.calls += t.calls
-            out.comm_bytes += t.comm_bytes
+            out.absorb(t)
         return out
 
 
@@ -153,11 +166,7 @@ def grouped(items: list[tuple[CountKey, Totals]], *fields: str) -> dict[tuple, T
     out: dict[tuple, Totals] = {}
     for key, t in items:
         group = tuple(getattr(key, f) for f in fields)
-        acc = out.setdefault(group, Totals())
-        acc.flops += t.flops
-        acc.bops += t.bops
-        acc.calls += t.calls
-        acc.comm_bytes += t.comm_bytes
+        out.setdefault(group, Totals()).absorb(t)
     return out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .ledger import Ledger, Totals, grouped
+from .peaks import gpu_name, seconds_at_peak
 
 SCHEMA = "otel-flops/report/v1"
 PHASE_ORDER = ("preprocessing", "forward", "loss", "backward", "optimizer", "inference")
@@ -40,6 +41,31 @@ def energy_sections(energy: Any, total: Totals) -> dict[str, Any]:
             "flops_per_joule": total.flops / joules if joules else None,
             "bops_per_joule": total.bops / joules if joules else None,
         },
+    }
+
+
+def mfu_section(ledger: Ledger, seconds: float, override: float | None) -> dict[str, Any]:
+    """Achieved GPU FLOP/s over the session and its share of the dense peak (otel_flops.peaks)."""
+    name = gpu_name()
+    at_peak = seconds_at_peak(ledger.items(), name, override) if name else None
+    if at_peak is None or seconds <= 0:
+        reason = "no GPU in use" if not name else f"no peak known for {name}; set OTEL_FLOPS_PEAK_FLOPS"
+        return {"available": False, "reason": reason}
+    gpu_flops = sum(t.flops for k, t in ledger.items() if k.device.startswith("cuda"))
+    return {"available": True, "device": name, "seconds": seconds,
+            "achieved_flops_per_s": gpu_flops / seconds, "mfu": at_peak / seconds}
+
+
+def alpha_section(ledger: Ledger, profile: str, seconds: float) -> dict[str, Any]:
+    """alpha-FLOPs and the time the profile predicts for convolutions and dense products, per step."""
+    total = ledger.totals()
+    steps = ledger.steps or 1
+    return {
+        "profile": profile,
+        "alpha_flops": total.alpha_flops,
+        "predicted_seconds": total.predicted_ns / 1e9,
+        "predicted_step_seconds": total.predicted_ns / 1e9 / steps,
+        "measured_step_seconds": seconds / steps,
     }
 
 

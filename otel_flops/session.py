@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +51,8 @@ class Session:
         self._counting: Any = None
         self._undo: list[Any] = []
         self._owner_thread: int | None = None
+        self._started = time.monotonic()
+        self.alpha_profile: Any = None
 
     def start(self) -> Session:
         from .torch.full import FullCounting
@@ -58,12 +61,26 @@ class Session:
         if self.energy is not None:
             self.energy.start()  # returns at once: its sources start in the background
         counting = {"full": FullCounting, "steady": SteadyCounting}[self.settings.mode]
-        self._counting = counting(self.ledger, self.settings, self._names)
+        self.alpha_profile = self._load_alpha_profile()
+        self._counting = counting(self.ledger, self.settings, self._names, self.alpha_profile)
         self._counting.start()
         self._owner_thread = threading.get_ident()
+        self._started = time.monotonic()
         self._undo = self._instrument_sklearn()
         self.telemetry.start(self._serve, self._meter_provider)
         return self
+
+    def _load_alpha_profile(self) -> Any:
+        if not self.settings.alpha_profile:
+            return None
+        from . import alpha
+
+        try:
+            return alpha.load_for_this_device(self.settings.alpha_profile)
+        except (ValueError, KeyError, OSError) as exc:
+            log.error("otel-flops: cannot use the alpha-FLOPs profile %s (%s); counting goes on without it",
+                      self.settings.alpha_profile, exc)
+            return None
 
     def _instrument_sklearn(self) -> list[Any]:
         """Given estimators are wrapped one by one; with none given, estimator classes are patched."""
@@ -99,6 +116,10 @@ class Session:
 
     def report(self) -> Report:
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
+        elapsed = time.monotonic() - self._started
+        extra["mfu"] = report.mfu_section(self.ledger, elapsed, self.settings.peak_flops)
+        if self.alpha_profile is not None:
+            extra["alpha"] = report.alpha_section(self.ledger, self.alpha_profile.key, elapsed)
         built = report.build(
             self.ledger, mode=self.settings.mode, environment=environment.describe(), energy=self.energy, extra=extra
         )

@@ -41,6 +41,8 @@ class Settings:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     rank: dict[str, int] | None = None  # rank, local_rank, world_size under torchrun
+    peak_flops: float | None = None  # overrides the peak table for MFU
+    alpha_profile: str | None = None  # an `otel-flops calibrate` profile: predicted time per op
 
     @property
     def local_rank(self) -> int:
@@ -135,7 +137,7 @@ def _budget(env: Mapping[str, str], name: str) -> float | None:
 def _existing_file(env: Mapping[str, str], name: str) -> str | None:
     path = env.get(name) or None
     if path is not None and not os.path.isfile(path):
-        raise SettingsError(f"{name}={path!r} is not a readable file; point it at a PEM file")
+        raise SettingsError(f"{name}={path!r} is not a readable file; point it at an existing file")
     return path
 
 
@@ -171,6 +173,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         tls_key=_existing_file(env, "OTEL_FLOPS_TLS_KEY"),
         tls_client_ca=_existing_file(env, "OTEL_FLOPS_TLS_CLIENT_CA"),
         rank=_rank(env),
+        peak_flops=_budget(env, "OTEL_FLOPS_PEAK_FLOPS"),
+        alpha_profile=_existing_file(env, "OTEL_FLOPS_ALPHA_PROFILE"),
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY go together; set both or neither")

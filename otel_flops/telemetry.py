@@ -10,6 +10,7 @@ that OTEL_METRICS_EXPORTER names; otherwise it uses the application's (what
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
 from .ledger import Ledger, Totals, capped, grouped
+from .peaks import gpu_name, seconds_at_peak
 from .settings import Settings
 
 log = logging.getLogger("otel_flops")
@@ -49,9 +51,11 @@ class Telemetry:
         self._provider: Any = None
         self._server: Any = None
         self.endpoint: Endpoint | None = None
+        self._mfu_window: tuple[float, float] | None = None  # (time, seconds at peak) at the last collection
 
     def start(self, export: bool, meter_provider: Any = None) -> None:
         """Our own provider and readers with ``export``; else the given or the global provider."""
+        self._started = time.monotonic()
         if export:
             provider = self._provider = self._own_provider()
         else:
@@ -67,6 +71,14 @@ class Telemetry:
         for kind, value in self._settings.budgets.items():
             gauge(f"otel_flops.budget.{kind}", [self._constant(value)],
                   description=f"Compute budget in {kind}, for alerting on use against it")
+        if self._settings.alpha_profile:
+            counter("otel_flops.alpha_flops", [self._observe_alpha_flops], unit="{flop}",
+                    description="alpha-FLOPs: FLOPs as this device perceives them (otel-flops calibrate)")
+            counter("otel_flops.predicted", [self._observe_predicted], unit="s",
+                    description="Time the alpha-FLOPs profile predicts for convolutions and dense products")
+        if gpu_name():
+            gauge("otel_flops.mfu", [self._observe_mfu], unit="1",
+                  description="Model FLOP utilisation: achieved FLOP/s over the GPU's dense peak")
         if self._energy is not None:
             counter("otel_flops.energy", [self._observe_energy], unit="J",
                     description="Energy used by the machine, by component and by how it was measured")
@@ -160,6 +172,12 @@ class Telemetry:
     def _observe_bops(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._observe("bops")
 
+    def _observe_alpha_flops(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [o for o in self._observe("alpha_flops") if o.value]
+
+    def _observe_predicted(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(o.value / 1e9, o.attributes) for o in self._observe("predicted_ns") if o.value]
+
     def _observe_comm(self, options: CallbackOptions) -> Iterable[Observation]:
         by_op = grouped([(k, t) for k, t in self._ledger.items() if t.comm_bytes], "op")
         return [
@@ -172,6 +190,16 @@ class Telemetry:
             return [Observation(value, {"budget": self._settings.budget_name, **self._rank})]
 
         return observe
+
+    def _observe_mfu(self, options: CallbackOptions) -> Iterable[Observation]:
+        """Utilisation since the previous collection (the first: since the session started)."""
+        at_peak = seconds_at_peak(self._ledger.items(), gpu_name(), self._settings.peak_flops)
+        now = time.monotonic()
+        last_time, last_at_peak = self._mfu_window or (self._started, 0.0)
+        if at_peak is None or now <= last_time:
+            return []
+        self._mfu_window = (now, at_peak)
+        return [Observation((at_peak - last_at_peak) / (now - last_time), dict(self._rank))]
 
     def _observe_energy(self, options: CallbackOptions) -> Iterable[Observation]:
         joules = self._energy.reading().joules

@@ -94,3 +94,17 @@ def test_ops_inside_a_marked_module_take_its_bits():
         k.bits: t.flops for k, t in tracker.session.ledger.items() if k.family == "matmul" and k.phase == "forward"
     }
     assert forward_mm == {4: 2 * 4 * 16 * 8, 32: 2 * 4 * 8 * 2}
+
+
+def test_backward_of_a_marked_module_takes_its_bits():
+    """The autograd nodes a quantized module's forward created carry its bits into backward."""
+    model = nn.Sequential(Linear4bit(16, 8), nn.Linear(8, 2))
+    x = torch.randn(4, 16, requires_grad=True)
+    with otel_flops.track(mode="full") as tracker:
+        model(x).sum().backward()
+    backward_mm = {}
+    for key, totals in tracker.session.ledger.items():
+        if key.family == "matmul" and key.phase == "backward":
+            backward_mm[key.bits] = backward_mm.get(key.bits, 0) + totals.flops
+    # Linear4bit: grad input and grad weight, 2 * (2*4*8*16); the plain layer: 2 * (2*4*2*8)
+    assert backward_mm == {4: 2 * 2 * 4 * 8 * 16, 32: 2 * 2 * 4 * 2 * 8}

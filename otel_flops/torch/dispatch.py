@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..ledger import CountKey, Ledger
+from ..alpha import terms as alpha_terms
+from ..ledger import CountKey, Ledger, Totals
 from ..precision import dtype_bits, dtype_name
 from .phases import BACKWARD, LOSS, PhaseTracker
 from .rules import RuleFn, resolve
@@ -20,6 +21,8 @@ from .rules import RuleFn, resolve
 log = logging.getLogger("otel_flops")
 
 FRAMEWORK = "torch"
+_current_autograd_node = torch._C._current_autograd_node
+ALPHA_FAMILIES = ("conv", "matmul")
 
 
 def _op_name(func: Any) -> str:
@@ -30,8 +33,9 @@ def _op_name(func: Any) -> str:
 class CountingMode(TorchDispatchMode):
     """Counts FLOPs and BOPs of every op it sees into a Ledger."""
 
-    def __init__(self, sink: Ledger, phases: PhaseTracker) -> None:
+    def __init__(self, sink: Ledger, phases: PhaseTracker, alpha_profile: Any = None) -> None:
         super().__init__()
+        self.alpha_profile = alpha_profile  # with one, convolutions and dense products get a predicted time
         self.sink = sink  # where counts go; steady mode points it at a segment's own ledger
         self._phases = phases
         # Per op overload: (op name, family, rule, collective bytes), or None when the op has no rule.
@@ -74,10 +78,16 @@ class CountingMode(TorchDispatchMode):
         phase = phases.current()
         if family == "loss" and phase != BACKWARD:
             phase = LOSS
-        quantized = phases.quantized_bits
-        if quantized is not None and phase != BACKWARD:
-            bits = quantized
+        if phase == BACKWARD:
+            if phases.backward_bits:
+                bits = phases.backward_bits.get(_current_autograd_node(), bits)
+        elif phases.quantized_bits is not None:
+            bits = phases.quantized_bits
         key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, phases.model)
+        if self.alpha_profile is not None and family in ALPHA_FAMILIES:
+            alpha_flops, predicted_ns = alpha_terms(self.alpha_profile, family, op, args, out, flops)
+            self.sink.add_totals(key, Totals(flops, flops * bits, 1, 0, alpha_flops, predicted_ns))
+            return
         self.sink.add(key, flops, flops * bits, 1, comm_bytes(args) if comm_bytes else 0)
 
     def _dtype(self, dtype: torch.dtype) -> tuple[str, int]:

@@ -13,9 +13,9 @@ from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
 class FullCounting:
     """Global hooks and the counting dispatch mode, on for the whole session."""
 
-    def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str]) -> None:
+    def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str], alpha_profile: Any = None) -> None:
         self.tracker = PhaseTracker(ledger, roots)
-        self._mode = CountingMode(ledger, self.tracker)
+        self._mode = CountingMode(ledger, self.tracker, alpha_profile)
         self._handles: list[Any] = []
 
     def start(self) -> None:

@@ -42,6 +42,9 @@ class PhaseTracker:
         self.model = "none"
         self.optimizer_depth = 0
         self._bits_cache: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+        # Autograd nodes a quantized module's forward created, and its bits: their backward ops
+        # are that module's work too. Held for one step (cleared at the next root forward).
+        self.backward_bits: dict[Any, int] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -87,6 +90,7 @@ class PhaseTracker:
         if not self.module_bits:
             self.model = self._names.get(id(module)) or type(module).__name__
             self.optimizer_depth = 0  # a step that raised never ran its post-hook
+            self.backward_bits.clear()
         own = self._bits_of(module)
         self.module_bits.append(own if own is not None else self.quantized_bits)
 
@@ -96,8 +100,22 @@ class PhaseTracker:
             return
         if self.module_bits:
             self.module_bits.pop()
+        own = self._bits_of(module)
+        if own is not None and torch.is_grad_enabled():
+            self._mark_backward(args, output, own)
         if not self.module_bits:
             self.stage = LOSS if torch.is_grad_enabled() else PREPROCESSING
+
+    def _mark_backward(self, args: Any, output: Any, bits: int) -> None:
+        """Walk the graph from the module's outputs back to its inputs, marking every node."""
+        inputs = {t.grad_fn for t in _tensors_in(args) if t.grad_fn is not None}
+        frontier = [t.grad_fn for t in _tensors_in(output) if t.grad_fn is not None]
+        while frontier:
+            node = frontier.pop()
+            if node in inputs or node in self.backward_bits:
+                continue
+            self.backward_bits[node] = bits
+            frontier.extend(n for n, _ in node.next_functions if n is not None)
 
     def enter_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
         self.optimizer_depth += 1
@@ -106,6 +124,16 @@ class PhaseTracker:
         self.optimizer_depth = max(0, self.optimizer_depth - 1)
         self.stage = PREPROCESSING
         self._ledger.add_step()
+
+
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors_in(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors_in(v)]
+    return []
 
 
 def module_hooks(pre: Any, post: Any) -> list[Any]:

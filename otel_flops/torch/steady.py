@@ -128,10 +128,10 @@ class _Segment:
 class SteadyCounting:
     """Intercepts each new segment once, then credits its record whenever its key repeats."""
 
-    def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str]) -> None:
+    def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str], alpha_profile: Any = None) -> None:
         self.ledger = ledger
         self.tracker = PhaseTracker(ledger, roots)
-        self._mode = CountingMode(ledger, self.tracker)
+        self._mode = CountingMode(ledger, self.tracker, alpha_profile)
         self._audit_every = settings.audit_every
         self._segments: OrderedDict[Any, _Segment] = OrderedDict()
         # Keyed by id() for a plain dict lookup on the hot path; a finalizer drops dead entries.
