@@ -14,6 +14,7 @@ from pathlib import Path
 from . import report as report_mod
 from .compare import CompareError
 from .settings import SettingsError, load
+from .stack import StackError
 
 BOOTSTRAP = Path(__file__).parent / "bootstrap"
 
@@ -34,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--quick", action="store_true", help="a small grid that finishes in under 2 minutes on CPU")
     calibrate.add_argument("--out", default="alpha-profile.json", help="profile JSON (default alpha-profile.json)")
     calibrate.add_argument("--plot", help="PNG of measured against predicted time, experiments A and B")
+
+    stack = sub.add_parser("stack", help="run Prometheus and Alertmanager on loopback with the shipped configs")
+    stack.add_argument("--targets", nargs="+", default=["127.0.0.1:9464"], metavar="HOST:PORT",
+                       help="exporters to scrape (default 127.0.0.1:9464)")
+    stack.add_argument("--prometheus-port", type=_port, default=9090)
+    stack.add_argument("--alertmanager-port", type=_port, default=9093)
+    stack.add_argument("--deploy", default=str(BOOTSTRAP.parent.parent / "deploy"), help="the deploy/ folder")
 
     run = sub.add_parser("run", help="run a script with torch counted, no code change",
                          usage="otel-flops run [--report FILE] [--port N] [--mode M] -- python script.py ARGS")
@@ -220,21 +228,37 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return code
 
 
+def _stack(args: argparse.Namespace) -> int:
+    from . import stack
+
+    return stack.run(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+# Each command's handler; `run` also needs the parser for its usage errors.
+COMMANDS = {
+    "run": _run,
+    "calibrate": lambda args, parser: _calibrate(args),
+    "stack": lambda args, parser: _stack(args),
+    "bench": lambda args, parser: _analysis(args),
+    "compare": lambda args, parser: _analysis(args),
+    "report": lambda args, parser: _analysis(args),
+    "demo": lambda args, parser: _demo(args),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if args.command == "run":
-            return _run(args, parser)
-        if args.command == "calibrate":
-            return _calibrate(args)
-        if args.command in ("bench", "compare", "report"):
-            return _analysis(args)
-        from .demo import run_demo
-
-        return run_demo(args)
-    except (SettingsError, CompareError) as exc:
+        return COMMANDS[args.command](args, parser)
+    except (SettingsError, CompareError, StackError) as exc:
         print(f"otel-flops: {exc}", file=sys.stderr)
         return 2
 

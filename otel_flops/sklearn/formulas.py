@@ -4,7 +4,7 @@ Each formula takes the fitted estimator and the input's rows ``n`` and columns `
 returns FLOPs. It reads the work the estimator really did from fitted attributes (``n_iter_``,
 ``tree_.n_node_samples``, ``estimators_``, ``support_vectors_``, ``n_steps_``, ``coefs_``);
 log2 N appears only where nothing fitted reveals the work (neighbour trees). Sources and the
-symbol table: docs/sklearn.md. Adding an estimator means adding one ``@formula`` entry here.
+symbol table: docs/sklearn-formulas.md. Adding an estimator means adding one ``@formula`` entry here.
 """
 
 from __future__ import annotations
