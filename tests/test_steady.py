@@ -115,3 +115,20 @@ def test_no_tensor_is_kept_alive():
         del x
         gc.collect()
         assert ref() is None
+
+
+def test_a_new_model_first_trained_after_another_is_counted_from_its_first_step():
+    """The second model's first forward starts inside a replayed gap of the first one."""
+    from conftest import training_step
+
+    def both():
+        training_step("mlp", steps=3)
+        training_step("resnet18", steps=3)
+
+    reports = {}
+    for mode in ("full", "steady"):
+        with otel_flops.track(mode=mode, energy=False) as tracker:
+            both()
+        reports[mode] = tracker.report()
+    assert reports["steady"]["phases"] == reports["full"]["phases"]
+    assert reports["steady"]["steady"]["replayed"] > 0

@@ -22,9 +22,10 @@ compared with the record; a difference is reported as a mismatch and the record 
 assumption, checked by those audits, is that a key determines its segment's work.
 
 Roots are the modules called outside any other module while intercepting; a module first
-called as a root inside a replayed segment is found at the next intercepted segment. A root gets
-one forward pre-hook of its own and nothing else, so no per-module hook runs in a replayed
-step.
+called as a root inside a replayed gap is caught there by a global forward pre-hook that
+exists only while a gap is replayed (gaps call few modules), so a new model's first step is
+intercepted. A root gets one forward pre-hook of its own and nothing else, so no per-module hook
+runs in a replayed forward, backward or optimizer step.
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ class SteadyCounting:
         self._anchor = -1  # id of the last forward or optimizer segment: what a gap follows
         self._backwards = 0  # backward returns since the last optimizer step
         self._recording = False
+        self._gap_watch: Any = None  # a global pre-hook while a gap is replayed: new roots start there
         self._owner = threading.get_ident()
         self._original_backward: Any = None
         self.counters = {"recorded": 0, "replayed": 0, "audited": 0, "mismatches": 0}
@@ -201,6 +203,14 @@ class SteadyCounting:
             if root.hooked:
                 self._boundary(self._forward_key(root, args, {}))
         self.tracker.enter_module(module)
+
+    def _gap_pre(self, module: torch.nn.Module, args: tuple) -> None:
+        """A module no root hook knows, called in a replayed gap: a new root (a new model's first step)."""
+        if isinstance(module, _Loss) or id(module) in self._roots or not self._on_owner_thread():
+            return
+        root = self._add_root(module)
+        if root.hooked:
+            self._boundary(self._forward_key(root, args, {}), entering=module)
 
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         root = self._roots.get(id(module))
@@ -278,6 +288,8 @@ class SteadyCounting:
             self._sink = None
             self.ledger.credit(segment.record)
             self.counters["replayed"] += 1
+            if key[0] == "gap":
+                self._gap_watch = torch.nn.modules.module.register_module_forward_pre_hook(self._gap_pre)
             return
         self._sink = Ledger()
         self._mode.sink = self._sink
@@ -288,6 +300,9 @@ class SteadyCounting:
             self._sink = None  # another dispatch mode is on top: this segment goes unrecorded
 
     def _close_segment(self) -> None:
+        if self._gap_watch is not None:
+            self._gap_watch.remove()
+            self._gap_watch = None
         key, sink = self._key, self._sink
         self._key = None
         if key is None or sink is None:
