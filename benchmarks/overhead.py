@@ -5,7 +5,8 @@
 For each workload and precision (fp32, bf16 autocast) it times a full training step (forward,
 loss, backward, AdamW) under: no instrumentation, an empty TorchDispatchMode, torch's
 FlopCounterMode, FLOPpy (PyPI floppy-tracker, if installed), otel-flops full mode and otel-flops
-steady mode. Variants run interleaved with bare (bare first in even repeats, second in odd
+steady mode (these three with energy off: counting alone), and otel-flops steady mode with the
+CodeCarbon and NVML energy threads (the default). Variants run interleaved with bare (bare first in even repeats, second in odd
 ones), each timed after warm-up steps inside its own context; the figure is the median of the
 per-pair ratios to bare. Steady mode gets extra, longer pairs: its few percent are within the
 drift of a shared GPU, so the CPU time spent inside its hooks per step (its whole cost) is
@@ -117,8 +118,10 @@ def variants(bench: Bench) -> dict[str, Callable[[], contextlib.AbstractContextM
         "bare": contextlib.nullcontext,
         "empty TorchDispatchMode": EmptyMode,
         "torch FlopCounterMode": lambda: FlopCounterMode(display=False),
-        "otel-flops full": lambda: otel_flops.track(mode="full"),
-        "otel-flops steady": lambda: otel_flops.track(mode="steady"),
+        "otel-flops full": lambda: otel_flops.track(mode="full", energy=False),
+        "otel-flops steady": lambda: otel_flops.track(mode="steady", energy=False),
+        # the product's default: steady counting plus CodeCarbon/NVML energy threads
+        "otel-flops steady+energy": lambda: otel_flops.track(mode="steady"),
     }
     if _floppy_tracker() is not None:
         found["FLOPpy"] = bench.floppy
@@ -164,7 +167,7 @@ def measure(bench: Bench, repeats: int, steady_repeats: int, steps: int, steady_
 def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
     reports = {}
     for mode in ("full", "steady"):
-        with otel_flops.track(mode=mode) as tracker:
+        with otel_flops.track(mode=mode, energy=False) as tracker:
             for _ in range(steps):
                 bench.step()
         reports[mode] = tracker.report()
@@ -196,7 +199,7 @@ def steady_hook_time(bench: Bench, steps: int) -> float:
     for name, fn in originals.items():
         setattr(SteadyCounting, name, timed(fn))
     try:
-        with otel_flops.track(mode="steady"):
+        with otel_flops.track(mode="steady", energy=False):
             for _ in range(10):
                 bench.step()
             spent[0] = 0
@@ -216,7 +219,7 @@ def _rss_mb() -> float:
 
 def memory_growth(bench: Bench, early: int, late: int) -> dict[str, float]:
     """RSS and device memory after ``early`` and after ``late`` steady-mode steps."""
-    with otel_flops.track(mode="steady"):
+    with otel_flops.track(mode="steady", energy=False):
         for _ in range(early):
             bench.step()
         bench.sync()
