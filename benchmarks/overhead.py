@@ -5,11 +5,11 @@
 For each workload and precision (fp32, bf16 autocast) it times a full training step (forward,
 loss, backward, AdamW) under: no instrumentation, an empty TorchDispatchMode, torch's
 FlopCounterMode, FLOPpy (PyPI floppy-tracker, if installed), otel-flops full mode and otel-flops
-steady mode (these three with energy off: counting alone), and otel-flops steady mode with the
-CodeCarbon and NVML energy threads (the default). Variants run interleaved with bare (bare first in even repeats, second in odd
-ones), each timed after warm-up steps inside its own context; the figure is the median of the
-per-pair ratios to bare. Steady mode gets extra, longer pairs: its few percent are within the
-drift of a shared GPU, so the CPU time spent inside its hooks per step (its whole cost) is
+steady mode (both with energy off: counting alone), and otel-flops steady mode with the
+CodeCarbon and NVML energy threads (the default). Variants run interleaved with bare (bare first
+in even repeats, second in odd ones), each timed after warm-up steps inside its own context; the
+figure is the median of the per-pair ratios to bare. Steady mode gets extra, longer pairs: its
+few percent are within the drift of a shared GPU, so the CPU time spent inside its hooks per step (its whole cost) is
 measured too. Last, it checks that steady mode's per-phase and per-op FLOPs and BOPs over N
 steps equal full mode's, and that its memory after 10,000 steps is where it was after 100.
 """
