@@ -288,7 +288,7 @@ class SteadyCounting:
             self._sink = None
             self.ledger.credit(segment.record)
             self.counters["replayed"] += 1
-            if key[0] == "gap":
+            if key[0] == "gap" and key[3] == "optimizer":  # where a step ends, the next model may start
                 self._gap_watch = torch.nn.modules.module.register_module_forward_pre_hook(self._gap_pre)
             return
         self._sink = Ledger()
