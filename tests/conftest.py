@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,3 +50,14 @@ def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 @pytest.fixture(params=sorted(WORKLOADS))
 def workload_name(request) -> str:
     return request.param
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until a script under test signals readiness by creating ``path``; fails if it exits first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the script exited early: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("the script never became ready")
+        time.sleep(0.1)

@@ -45,9 +45,9 @@ class Prometheus:
             return False
 
     def wait(self, condition, what: str, timeout: float = 60) -> None:
-        deadline = time.time() + timeout
+        deadline = time.monotonic() + timeout
         while not condition():
-            if self.proc.poll() is not None or time.time() > deadline:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}; log:\n{self.log.read_text()[-2000:]}")
             time.sleep(0.25)
 

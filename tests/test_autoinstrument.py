@@ -7,11 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, scrape
+from conftest import free_port, scrape, wait_for_file
 
 BIN = Path(sys.executable).parent
 
@@ -37,15 +36,6 @@ TRAIN = textwrap.dedent(
 )
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"the script exited early: {proc.communicate()}")
-        assert time.time() < deadline, "the script never became ready"
-        time.sleep(0.1)
-
-
 def test_opentelemetry_instrument_exposes_flops_with_phases(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
@@ -57,7 +47,7 @@ def test_opentelemetry_instrument_exposes_flops_with_phases(tmp_path):
            "--logs_exporter", "none", sys.executable, str(script), str(ready), str(go)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(ready, proc)
+        wait_for_file(ready, proc)
         samples = scrape(f"http://127.0.0.1:{port}/metrics")
     finally:
         go.touch()

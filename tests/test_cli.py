@@ -8,10 +8,9 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from conftest import free_port, scrape
+from conftest import free_port, scrape, wait_for_file
 
 CLI = [sys.executable, "-m", "otel_flops.cli"]
 
@@ -44,21 +43,13 @@ def script(tmp_path):
     return path
 
 
-def _wait_for(path, proc, timeout=120):
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the script never became ready"
-        time.sleep(0.1)
-
-
 def test_run_counts_an_unmodified_script_and_metrics_equal_report(tmp_path, script):
     port, report_path = free_port(), tmp_path / "report.json"
     ready, go = tmp_path / "ready", tmp_path / "go"
     cmd = [*CLI, "run", "--report", str(report_path), "--port", str(port), "--host", "127.0.0.1", "--",
            "python", str(script), str(ready), str(go)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(ready, proc)
+    wait_for_file(ready, proc)
     samples = scrape(f"http://127.0.0.1:{port}/metrics")
     go.touch()
     out, err = proc.communicate(timeout=120)

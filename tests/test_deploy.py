@@ -3,30 +3,20 @@ spec's JSON schema, and the Kubernetes manifests are the ones generated from the
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 sys.path.insert(0, str(ROOT))
 
+from prometheus_server import require  # noqa: E402
+
 from grafana import generate  # noqa: E402
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing in CI")
-        pytest.skip(f"{name} not installed (make setup installs Debian's prometheus and prometheus-alertmanager)")
-    return path
 
 
 def _run(*cmd: str) -> str:
@@ -36,18 +26,18 @@ def _run(*cmd: str) -> str:
 
 
 def test_promtool_check_config():
-    _run(_tool("promtool"), "check", "config", "prometheus/prometheus.yml")
+    _run(require("promtool"), "check", "config", "prometheus/prometheus.yml")
 
 
 def test_promtool_check_rules():
-    out = _run(_tool("promtool"), "check", "rules", *map(str, sorted((DEPLOY / "prometheus/rules").glob("*.yml"))))
+    out = _run(require("promtool"), "check", "rules", *map(str, sorted((DEPLOY / "prometheus/rules").glob("*.yml"))))
     assert "SUCCESS" in out
 
 
 def test_promtool_test_rules():
     tests = sorted((DEPLOY / "prometheus/tests").glob("*.yml"))
     assert tests
-    _run(_tool("promtool"), "test", "rules", *map(str, tests))
+    _run(require("promtool"), "test", "rules", *map(str, tests))
 
 
 def test_rules_naming_and_annotations():
@@ -73,7 +63,7 @@ def test_prometheus_config_scrapes_static_and_file_sd_targets():
 
 
 def test_amtool_check_config():
-    _run(_tool("amtool"), "check-config", "alertmanager/alertmanager.yml")
+    _run(require("amtool"), "check-config", "alertmanager/alertmanager.yml")
     route = yaml.safe_load((DEPLOY / "alertmanager/alertmanager.yml").read_text())["route"]
     assert {"job", "budget"} <= set(route["group_by"])
 

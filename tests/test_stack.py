@@ -30,9 +30,9 @@ def test_stack_loads_the_shipped_rules_and_alertmanager_then_stops_on_sigint():
                              "--targets", f"127.0.0.1:{target}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.time() + 60
+        deadline = time.monotonic() + 60
         rules = targets = status = None
-        while time.time() < deadline and not (rules and targets and status):
+        while time.monotonic() < deadline and not (rules and targets and status):
             assert proc.poll() is None, proc.communicate()
             rules = _get(f"http://127.0.0.1:{prom}/api/v1/rules")
             found = _get(f"http://127.0.0.1:{prom}/api/v1/targets")

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import free_port
+from conftest import free_port, wait_for_file
 from prometheus_server import Prometheus, require
 
 DDP = textwrap.dedent(
@@ -49,11 +49,8 @@ def test_two_ranks_two_endpoints_summed_by_prometheus(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     prometheus = None
     try:
-        deadline = time.time() + 180
-        while not all(Path(ready + str(r)).exists() for r in (0, 1)):
-            assert proc.poll() is None, proc.communicate()
-            assert time.time() < deadline, "the ranks never became ready"
-            time.sleep(0.2)
+        for rank in (0, 1):
+            wait_for_file(Path(ready + str(rank)), proc, timeout=180)
         time.sleep(2.5)  # energy is read every 0.5 s: let rank 0 have some
         config = (f"global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: train\n  static_configs:\n"
                   f"  - targets: ['127.0.0.1:{base}', '127.0.0.1:{base + 1}']\n")
