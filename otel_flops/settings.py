@@ -74,17 +74,24 @@ def _check_port(name: str, port: int) -> int:
     return port
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _number(env: Mapping[str, str], name: str, parse: type, default: Any, minimum: float, strict: bool = False):
+    """One numeric setting: absent gives the default; unparsable or out of range, one line."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    kind = "a whole number" if parse is int else "a number"
+    wanted = f"{kind} {'>' if strict else '>='} {minimum:g}"
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer; set a whole number >= {minimum}") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} is too small; set a whole number >= {minimum}")
+        raise SettingsError(f"{name}={raw!r} is not {kind}; set {wanted}") from None
+    if not (value > minimum if strict else value >= minimum):
+        raise SettingsError(f"{name}={raw!r} is out of range; set {wanted}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    return _number(env, name, int, default, minimum)
 
 
 SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
@@ -100,19 +107,6 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
         raise SettingsError(f"{name}={raw!r} is not valid; use one of: on, off") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; set a number >= {minimum}") from None
-    if not value >= minimum:
-        raise SettingsError(f"{name}={value} is too small; set a number >= {minimum}")
-    return value
-
-
 def _exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = env.get("OTEL_METRICS_EXPORTER") or "prometheus"
     names = tuple(n.strip().lower() for n in raw.split(",") if n.strip())
@@ -121,17 +115,8 @@ def _exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
-def _budget(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; set a positive number such as 1e15") from None
-    if not value > 0:
-        raise SettingsError(f"{name}={raw!r} must be positive; set a positive number such as 1e15")
-    return value
+def _positive(env: Mapping[str, str], name: str) -> float | None:
+    return _number(env, name, float, None, 0.0, strict=True)
 
 
 def _existing_file(env: Mapping[str, str], name: str) -> str | None:
@@ -162,18 +147,18 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         report=env.get("OTEL_FLOPS_REPORT") or None,
         audit_every=_int(env, "OTEL_FLOPS_AUDIT_EVERY", 1000, minimum=1),
         energy=_switch(env, "OTEL_FLOPS_ENERGY", True),
-        energy_interval=_float(env, "OTEL_FLOPS_ENERGY_INTERVAL", 2.0, minimum=0.1),
+        energy_interval=_number(env, "OTEL_FLOPS_ENERGY_INTERVAL", float, 2.0, 0.1),
         sklearn=_switch(env, "OTEL_FLOPS_SKLEARN", True),
         exporters=_exporters(env),
         budget_name=env.get("OTEL_FLOPS_BUDGET_NAME") or "default",
-        budget_flops=_budget(env, "OTEL_FLOPS_BUDGET_FLOPS"),
-        budget_bops=_budget(env, "OTEL_FLOPS_BUDGET_BOPS"),
-        budget_joules=_budget(env, "OTEL_FLOPS_BUDGET_JOULES"),
+        budget_flops=_positive(env, "OTEL_FLOPS_BUDGET_FLOPS"),
+        budget_bops=_positive(env, "OTEL_FLOPS_BUDGET_BOPS"),
+        budget_joules=_positive(env, "OTEL_FLOPS_BUDGET_JOULES"),
         tls_cert=_existing_file(env, "OTEL_FLOPS_TLS_CERT"),
         tls_key=_existing_file(env, "OTEL_FLOPS_TLS_KEY"),
         tls_client_ca=_existing_file(env, "OTEL_FLOPS_TLS_CLIENT_CA"),
         rank=_rank(env),
-        peak_flops=_budget(env, "OTEL_FLOPS_PEAK_FLOPS"),
+        peak_flops=_positive(env, "OTEL_FLOPS_PEAK_FLOPS"),
         alpha_profile=_existing_file(env, "OTEL_FLOPS_ALPHA_PROFILE"),
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
