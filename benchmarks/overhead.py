@@ -1,17 +1,20 @@
 """Step-time overhead of FLOP counters, measured side by side in one run.
 
-    python benchmarks/overhead.py [--device cuda|cpu] [--repeats 5] [--steps 20] [--out FILE]
+    python benchmarks/overhead.py [--device cuda|cpu] [--repeats 5] [--quads 12] [--out FILE]
 
 For each workload and precision (fp32, bf16 autocast) it times a full training step (forward,
 loss, backward, AdamW) under: no instrumentation, an empty TorchDispatchMode, torch's
 FlopCounterMode, FLOPpy (PyPI floppy-tracker, if installed), otel-flops full mode and otel-flops
 steady mode (both with energy off: counting alone), and otel-flops steady mode with the
-CodeCarbon and NVML energy threads (the default). Variants run interleaved with bare (bare first
-in even repeats, second in odd ones), each timed after warm-up steps inside its own context; the
-figure is the median of the per-pair ratios to bare. Steady mode gets extra, longer pairs: its
-few percent are within the drift of a shared GPU, so the CPU time spent inside its hooks per step (its whole cost) is
-measured too. Last, it checks that steady mode's per-phase and per-op FLOPs and BOPs over N
-steps equal full mode's, and that its memory after 10,000 steps is where it was after 100.
+CodeCarbon and NVML energy threads (the default). Each variant is timed after warm-up steps
+inside its own context. The peers run in pairs with bare (bare first in even repeats, second in
+odd ones); the figure is the median of the per-pair ratios. Steady mode's few percent would
+drown in the pair-to-pair drift of a shared machine, so it is measured in ABBA quads of longer
+runs (bare, steady, steady, bare; then steady, bare, bare, steady), and bare-vs-bare quads beside
+them show the noise of the measurement itself; the CPU time spent inside steady mode's hooks
+per step (its whole cost) is measured too. Last, it checks that steady mode's per-phase and
+per-op FLOPs and BOPs over N steps equal full mode's, and that its memory after 10,000 steps is
+where it was after 100.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ BATCHES = {
     "cuda": {"mlp": 256, "resnet18": 128, "transformer": 32},
     "cpu": {"mlp": 64, "resnet18": 8, "transformer": 4},
 }
+
+
+STEADY, NOISE = "otel-flops steady", "bare vs bare"
 
 
 class EmptyMode(TorchDispatchMode):
@@ -88,16 +94,26 @@ class Bench:
 
     def timed(self, context: Callable[[], contextlib.AbstractContextManager], steps: int, warmup: int) -> float:
         """Seconds per step, measured inside ``context`` after ``warmup`` steps there."""
+        return self.timed_steps(context, steps, warmup)[0]
+
+    def timed_steps(self, context: Callable[[], contextlib.AbstractContextManager], steps: int,
+                    warmup: int) -> tuple[float, float, float]:
+        """The run's wall-clock seconds per step, its median step, and the CPU seconds per step
+        of this thread (which time taken by other tenants of a shared host does not inflate).
+        Steps are timed on the host without a sync: once the launch queue is full the host runs
+        at the device's pace."""
         with context():
             for _ in range(warmup):
                 self.step()
             self.sync()
-            start = time.perf_counter()
+            cpu = time.thread_time()
+            stamps = [time.perf_counter()]
             for _ in range(steps):
                 self.step()
+                stamps.append(time.perf_counter())
             self.sync()
-            elapsed = time.perf_counter() - start
-        return elapsed / steps
+            end, cpu = time.perf_counter(), time.thread_time() - cpu
+        return (end - stamps[0]) / steps, statistics.median(b - a for a, b in zip(stamps, stamps[1:])), cpu / steps
 
     # -- contexts -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -118,29 +134,49 @@ def variants(bench: Bench) -> dict[str, Callable[[], contextlib.AbstractContextM
         "bare": contextlib.nullcontext,
         "empty TorchDispatchMode": EmptyMode,
         "torch FlopCounterMode": lambda: FlopCounterMode(display=False),
-        "otel-flops full": lambda: otel_flops.track(mode="full", energy=False),
-        "otel-flops steady": lambda: otel_flops.track(mode="steady", energy=False),
-        # the product's default: steady counting plus CodeCarbon/NVML energy threads
-        "otel-flops steady+energy": lambda: otel_flops.track(mode="steady"),
     }
     if _floppy_tracker() is not None:
         found["FLOPpy"] = bench.floppy
+    found.update({
+        "otel-flops full": lambda: otel_flops.track(mode="full", energy=False),
+        STEADY: lambda: otel_flops.track(mode="steady", energy=False),
+        # the product's default: steady counting plus CodeCarbon/NVML energy threads
+        "otel-flops steady+energy": lambda: otel_flops.track(mode="steady"),
+    })
     return found
 
 
-def measure(bench: Bench, repeats: int, steady_repeats: int, steps: int, steady_steps: int, warmup: int) -> dict:
-    """Per-pair ratios to bare; steady mode, whose few percent drown in drift, gets extra, longer pairs."""
+def _quad(bench: Bench, context: Callable[[], contextlib.AbstractContextManager], steps: int, warmup: int,
+          flip: bool) -> tuple[float, list[float]]:
+    """One ABBA quad (BAAB when ``flip``) of bare (A) and ``context`` (B), so linear drift and
+    which-runs-first both cancel: B's seconds per step, and its ratios to A in wall-clock time,
+    in median step (which a preempted step or a collection does not move) and in CPU time."""
+    bare = contextlib.nullcontext
+    order = (context, bare, bare, context) if flip else (bare, context, context, bare)
+    runs = []
+    for ctx in order:
+        gc.collect()
+        runs.append(bench.timed_steps(ctx, steps, warmup))
+    outer, inner = ([x + y for x, y in zip(runs[i], runs[j])] for i, j in ((0, 3), (1, 2)))
+    a, b = (inner, outer) if flip else (outer, inner)
+    return b[0] / 2, [y / x for x, y in zip(a, b)]
+
+
+def measure(bench: Bench, repeats: int, quads: int, steps: int, quad_seconds: float, warmup: int) -> dict:
+    """Ratios to bare. The peers, at 1.6-6x, get alternating pairs; steady mode, whose few
+    percent would drown in pair-to-pair drift, gets ABBA quads of longer runs, next to
+    bare-vs-bare quads that show the measurement's own noise."""
     contexts = variants(bench)
     times: dict[str, list[float]] = {name: [] for name in contexts}
     ratios: dict[str, list[float]] = {name: [] for name in contexts}
+    step_ratios: dict[str, list[float]] = {STEADY: [], NOISE: []}
+    cpu_ratios: dict[str, list[float]] = {STEADY: [], NOISE: []}
     failed: dict[str, str] = {}
-    schedule = [(list(contexts), steps)] * repeats + [(["otel-flops steady"], steady_steps)] * steady_repeats
-    for repeat, (names, steps) in enumerate(schedule):
-        for name in names:
-            context = contexts[name]
-            if name == "bare" or name in failed:
+    for repeat in range(repeats):
+        for name, context in contexts.items():
+            if name in ("bare", STEADY) or name in failed:
                 continue
-            try:  # bare first in even repeats, second in odd ones, so drift within a pair cancels
+            try:  # bare first in even repeats, second in odd ones
                 if repeat % 2 == 0:
                     bare, t = bench.timed(contexts["bare"], steps, warmup), bench.timed(context, steps, warmup)
                 else:
@@ -151,17 +187,40 @@ def measure(bench: Bench, repeats: int, steady_repeats: int, steps: int, steady_
             times["bare"].append(bare)
             times[name].append(t)
             ratios[name].append(t / bare)
+    times[NOISE], ratios[NOISE] = [], []
+    bare_step = statistics.median(times["bare"] or [bench.timed(contextlib.nullcontext, steps, warmup)])
+    quad_steps = max(steps, round(quad_seconds / bare_step))
+    for quad in range(quads):
+        for name, context in ((STEADY, contexts[STEADY]), (NOISE, contextlib.nullcontext)):
+            t, (ratio, step_ratio, cpu_ratio) = _quad(bench, context, quad_steps, warmup, flip=quad % 2 == 1)
+            times[name].append(t)
+            ratios[name].append(ratio)
+            step_ratios[name].append(step_ratio)
+            cpu_ratios[name].append(cpu_ratio)
     out = {
         name: {
             "median_ms": 1e3 * statistics.median(ts),
             "ratio": statistics.median(ratios[name]) if ratios[name] else 1.0,
-            "pairs": len(ratios[name]) or len(ts),
+            "quartiles": _quartiles(ratios[name]),
+            "runs": len(ratios[name]) or len(ts),
         }
         for name, ts in times.items()
         if ts
     }
+    for name, values in step_ratios.items():
+        cpu = cpu_ratios[name]
+        out[name].update(steps=quad_steps, step_ratio=statistics.median(values), step_quartiles=_quartiles(values),
+                         cpu_ratio=statistics.median(cpu), cpu_quartiles=_quartiles(cpu),
+                         raw_ratios=ratios[name], raw_step_ratios=values, raw_cpu_ratios=cpu)
     out.update({name: {"failed": reason} for name, reason in failed.items()})
     return out
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 4:
+        return (min(values, default=1.0), max(values, default=1.0))
+    q = statistics.quantiles(values, n=4)
+    return (q[0], q[2])
 
 
 def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
@@ -176,7 +235,7 @@ def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
     return same, reports["steady"]["totals"]["flops"]
 
 
-HOOKS = ("_root_pre", "_optimizer_pre", "_optimizer_post", "_backward_returned")
+HOOKS = ("_root_pre", "_optimizer_pre", "_optimizer_post", "_backward_returned", "_watch_pre")
 
 
 def steady_hook_time(bench: Bench, steps: int) -> float:
@@ -212,6 +271,17 @@ def steady_hook_time(bench: Bench, steps: int) -> float:
     return spent[0] / steps / 1e3
 
 
+def _cell(result: dict) -> str:
+    if "failed" in result:
+        return "failed"
+    if "step_ratio" not in result:
+        return f"{result['ratio']:.3f}x"
+    parts = [("", "ratio", "quartiles"), ("median step ", "step_ratio", "step_quartiles"),
+             ("CPU ", "cpu_ratio", "cpu_quartiles")]
+    return ", ".join(f"{label}{result[ratio]:.3f}x [{result[quartiles][0]:.3f}-{result[quartiles][1]:.3f}]"
+                     for label, ratio, quartiles in parts)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -239,8 +309,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steady-repeats", type=int, default=10, help="extra bare/steady pairs")
-    parser.add_argument("--steady-steps", type=int, default=100, help="steps in each extra pair")
+    parser.add_argument("--quads", type=int, default=12, help="ABBA quads of bare and steady mode")
+    parser.add_argument("--quad-seconds", type=float, default=0.25, help="length of each run in a quad")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -253,22 +323,20 @@ def main() -> None:
     logging_off.setLevel("ERROR")
     machine = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
     print(f"# otel-flops overhead benchmark: {machine}, torch {torch.__version__}, "
-          f"{datetime.date.today()}, {args.repeats} repeats x {args.steps} steps (+{args.steady_repeats} "
-          f"bare/steady pairs x {args.steady_steps} steps), after {args.warmup} warm-up steps; "
-          "ratios are medians of per-pair ratios to bare")
+          f"{datetime.date.today()}, peers: {args.repeats} pairs x {args.steps} steps; steady mode: {args.quads} "
+          f"ABBA quads of {args.quad_seconds} s runs; after {args.warmup} warm-up steps; ratios to bare are "
+          "medians over pairs or quads, [quartiles]")
     results: dict = {"machine": machine, "torch": torch.__version__, "date": str(datetime.date.today()), "rows": []}
     for name in args.workloads.split(","):
         for precision in args.precisions.split(","):
             bench = Bench(name, args.device, precision == "bf16")
-            row = measure(bench, args.repeats, args.steady_repeats, args.steps, args.steady_steps, args.warmup)
+            row = measure(bench, args.repeats, args.quads, args.steps, args.quad_seconds, args.warmup)
             same, flops = counts_agree(bench, args.steps)
-            hook_us = steady_hook_time(bench, args.steady_steps)
+            hook_us = steady_hook_time(bench, row[STEADY]["steps"])
             results["rows"].append({"workload": name, "batch": BATCHES[args.device][name], "precision": precision,
                                     "variants": row, "steady_equals_full": same, "steady_flops": flops,
                                     "steady_hook_us": hook_us})
-            cells = "  ".join(
-                f"{v}={r['ratio']:.3f}x" if "ratio" in r else f"{v}=failed" for v, r in row.items() if v != "bare"
-            )
+            cells = "  ".join(f"{v}={_cell(r)}" for v, r in row.items() if v != "bare")
             print(f"{name:<12} b{BATCHES[args.device][name]:<4} {precision:<5} bare {row['bare']['median_ms']:.2f} ms  "
                   f"{cells}  steady==full over {args.steps} steps: {'yes' if same else 'NO'}  "
                   f"steady hooks {hook_us:.1f} us/step ({hook_us / 1e3 / row['bare']['median_ms']:.2%} of bare)",
@@ -286,9 +354,7 @@ def main() -> None:
         v for v in results["rows"][0]["variants"] if v != "bare") + " | steady hooks per step | steady == full |")
     print("|---" * (5 + len(results["rows"][0]["variants"])) + "|")
     for r in results["rows"]:
-        cells = " | ".join(
-            f"{v['ratio']:.3f}x" if "ratio" in v else "failed" for k, v in r["variants"].items() if k != "bare"
-        )
+        cells = " | ".join(_cell(v) for k, v in r["variants"].items() if k != "bare")
         print(f"| {r['workload']} | {r['batch']} | {r['precision']} | {r['variants']['bare']['median_ms']:.2f} ms | "
               f"{cells} | {r['steady_hook_us']:.1f} us | {'yes' if r['steady_equals_full'] else 'NO'} |")
     for r in results["rows"]:

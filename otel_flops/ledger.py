@@ -75,7 +75,10 @@ def _work(counts: dict[CountKey, Totals]) -> dict[CountKey, tuple[int, int, int]
 class Ledger:
     """Thread-safe running totals per CountKey, plus the ops it could not count."""
 
-    def __init__(self) -> None:
+    def __init__(self, mirror: Ledger | None = None) -> None:
+        # Steady mode records a segment into a ledger of its own that writes through to the
+        # session's, so readers see the counts of a segment still being recorded.
+        self._mirror = mirror
         self._lock = threading.Lock()
         self._totals: dict[CountKey, Totals] = {}
         self._uncounted: Counter[str] = Counter()
@@ -92,19 +95,27 @@ class Ledger:
             totals.bops += bops
             totals.calls += calls
             totals.comm_bytes += comm_bytes
+        if self._mirror is not None:
+            self._mirror.add(key, flops, bops, calls, comm_bytes)
 
     def add_totals(self, key: CountKey, totals: Totals) -> None:
         """Add counts that carry more than FLOPs and BOPs (an alpha-FLOPs prediction)."""
         with self._lock:
             _absorb_into(self._totals, key, totals)
+        if self._mirror is not None:
+            self._mirror.add_totals(key, totals)
 
     def add_uncounted(self, op: str) -> None:
         with self._lock:
             self._uncounted[op] += 1
+        if self._mirror is not None:
+            self._mirror.add_uncounted(op)
 
     def add_error(self, op: str, n: int = 1) -> None:
         with self._lock:
             self.errors[op] += n
+        if self._mirror is not None:
+            self._mirror.add_error(op, n)
 
     def add_step(self) -> None:
         with self._lock:
@@ -115,7 +126,8 @@ class Ledger:
         return Record(dict(self.items()), self.uncounted())
 
     def credit(self, record: Record) -> None:
-        """Add a recorded segment's counts once more: one integer increment once it is known."""
+        """Add a recorded segment's counts once more: one integer increment once it is known.
+        (Its recorded occurrence itself reached the totals through the mirror.)"""
         if record.replays:
             record.replays += 1  # only the session's thread credits; readers see n or n + 1
             return

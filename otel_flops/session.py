@@ -107,12 +107,13 @@ class Session:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        explicit = self._counting.tracker.explicit
-        explicit.append(name)
+        tracker = self._counting.tracker
+        outer = tracker.explicit
+        tracker.explicit = (*outer, name)
         try:
             yield
         finally:
-            explicit.pop()
+            tracker.explicit = outer
 
     def report(self) -> Report:
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}

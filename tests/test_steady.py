@@ -132,3 +132,42 @@ def test_a_new_model_first_trained_after_another_is_counted_from_its_first_step(
         reports[mode] = tracker.report()
     assert reports["steady"]["phases"] == reports["full"]["phases"]
     assert reports["steady"]["steady"]["replayed"] > 0
+
+
+class _Jitter(nn.Module):
+    """Extra work only in training mode, read in a helper method rather than in forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._maybe_jitter(x)
+
+    def _maybe_jitter(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rand_like(x) if self.training else x
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_only_modules_whose_code_reads_training_enter_the_key():
+    from otel_flops.torch.steady import reads_training
+
+    assert reads_training(_Jitter) and reads_training(nn.Dropout) and reads_training(nn.BatchNorm2d)
+    assert not reads_training(nn.Linear) and not reads_training(nn.Sequential) and not reads_training(nn.ReLU)
+    assert reads_training(type(torch.jit.script(nn.Linear(2, 2))))  # code it cannot read counts as reading it
+
+
+def test_a_submodule_switched_to_eval_alone_is_a_new_key():
+    def run():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 8), _Jitter(), nn.Linear(8, 2))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for step in range(12):
+            model[1].train(step < 6)  # the root's own flag never changes
+            optimizer.zero_grad()
+            model(torch.randn(4, 8)).sum().backward()
+            optimizer.step()
+
+    reports = {}
+    for mode in ("full", "steady"):
+        with otel_flops.track(mode=mode, energy=False) as tracker:
+            run()
+        reports[mode] = tracker.report()
+    assert reports["steady"]["phases"] == reports["full"]["phases"]
+    assert reports["steady"]["steady"]["mismatches"] == 0

@@ -38,7 +38,7 @@ class PhaseTracker:
     def __init__(self, ledger: Ledger, names: dict[int, str] | None = None) -> None:
         self._ledger = ledger
         self._names = names or {}
-        self.explicit: list[str] = []
+        self.explicit: tuple[str, ...] = ()  # open phase() blocks, innermost last (a tuple: part of keys)
         self.model = "none"
         self.optimizer_depth = 0
         self._bits_cache: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()

@@ -1,41 +1,47 @@
 """Steady mode: exact counts at near-zero cost, because training steps repeat.
 
-The work of a session is cut into segments at four boundaries: a root module's forward, the
-return of a backward call, an optimizer step's start, and its end.
-- A forward segment runs from a root forward to the next boundary: the forward, the loss and
-  the backward, or an evaluation forward and its metrics. Its key is the forward's signature:
-  input shapes, dtypes and devices, grad and inference mode, autocast state, per module and
-  parameter the train/eval, requires_grad and has-a-gradient flags, and any explicit phase.
-- An optimizer segment runs from the step's pre-hook to its post-hook. Its key is the forward
-  segment before it (whose key holds the requires_grad and has-a-gradient flags that decide
-  which parameters the backward gave gradients), the number of backwards since the last step,
-  the groups' structural options and the state size.
-- A gap runs from a backward's return or an optimizer step's end to the next boundary: gradient
-  clipping and unscaling, zero_grad, the next batch's preprocessing. Its key is the segment
-  before it and the number of backwards since the last optimizer step, so the clipping that
-  follows only the last of several accumulated backwards has a key of its own.
+The work of a session is cut into segments at two boundaries, a root module's forward and an
+optimizer step's start, so a plain training step is two segments:
+- A forward segment runs from a root forward to the next boundary: the forward, the loss, the
+  backward and what follows it (gradient clipping, the next micro-batch's data), or an
+  evaluation forward and its metrics. Its key is the forward's signature: input shapes, dtypes
+  and devices, grad and inference mode, autocast state, per module and parameter the
+  train/eval, requires_grad and has-a-gradient flags, any explicit phase, and the number of
+  backwards since the last optimizer step (so the clipping that follows only the last of
+  several accumulated micro-batches has a key of its own).
+- An optimizer segment runs from the step's pre-hook to the next boundary: the step, zero_grad
+  and the next batch's preprocessing. Its key is the forward segment before it (whose key holds
+  the flags that decide which parameters the backward gave gradients), the number of backwards
+  since the last step, the groups' structural options and the state size.
 
-The first time a key is seen its segment is intercepted in full and recorded. After that the
-segment runs with no dispatch mode and no per-module hooks, and the record is credited to the
-Ledger (an O(1) call). Every ``audit_every``-th occurrence of a key is intercepted again and
-compared with the record; a difference is reported as a mismatch and the record replaced. The
-assumption, checked by those audits, is that a key determines its segment's work.
+The first time a key is seen its segment is intercepted in full and recorded (its counts reach
+the session's Ledger as they happen). After that the segment runs with no dispatch mode and no
+per-module hooks, and the record is credited to the Ledger (an O(1) call). Every
+``audit_every``-th occurrence of a key is intercepted again and compared with the record; a
+difference is reported as a mismatch and the record replaced. The assumption, checked by those
+audits, is that a key determines its segment's work. Work before
+the next batch's forward that depends on that batch's shapes (preprocessing a shorter last
+batch in the training loop) is the one case a key cannot see in advance: the audits report it.
 
 Roots are the modules called outside any other module while intercepting; a module first
-called as a root inside a replayed gap is caught there by a global forward pre-hook that
-exists only while a gap is replayed (gaps call few modules), so a new model's first step is
-intercepted. A root gets one forward pre-hook of its own and nothing else, so no per-module hook
-runs in a replayed forward, backward or optimizer step.
+called as a root after a replayed optimizer step is caught there by a global forward pre-hook
+that is armed only from a replayed optimizer step to the next boundary (that stretch calls few
+modules), so a new model's first step is intercepted. A root gets one forward pre-hook of its
+own and nothing else, so no per-module hook runs in a replayed forward, backward or step.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
+import operator
 import threading
+import types
 import weakref
 from collections import OrderedDict
+from itertools import chain, repeat
 from typing import Any
 
 import torch
@@ -45,12 +51,20 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from ..ledger import Ledger, Record
 from ..settings import Settings
 from .dispatch import CountingMode
-from .phases import OPTIMIZER, PhaseTracker, module_hooks, optimizer_hooks, remove
+from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
 
 log = logging.getLogger("otel_flops")
 
+# Bound once: the hooks below run on every step.
 _get_ident = threading.get_ident
 _graph_task_id = torch._C._current_graph_task_id
+_grad_enabled = torch.is_grad_enabled
+_inference_mode = torch.is_inference_mode_enabled
+_any_autocast = torch._C._is_any_autocast_enabled
+_register_global_pre_hook = torch.nn.modules.module.register_module_forward_pre_hook
+_training = operator.attrgetter("training")
+_requires_grad = operator.attrgetter("requires_grad")
+_grad = operator.attrgetter("grad")
 
 MAX_RECORDS = 4096
 MAX_BACKWARDS = 64  # backwards since the last optimizer step that gap keys tell apart
@@ -66,9 +80,9 @@ def _value_signature(value: Any) -> Any:
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, (list, tuple)):
-        return tuple(_value_signature(v) for v in value)
+        return tuple(map(_value_signature, value))
     if isinstance(value, dict):
-        return tuple((k, _value_signature(v)) for k, v in value.items())
+        return tuple(zip(value, map(_value_signature, value.values())))
     return type(value)
 
 
@@ -85,9 +99,7 @@ def _structural_options(group: dict) -> tuple:
     return tuple([v == 0 if type(v) in (int, float) else v for v in map(group.get, STRUCTURAL_OPTIONS)])
 
 
-def _autocast_state() -> tuple | None:
-    if not torch._C._is_any_autocast_enabled():
-        return None
+def _autocast_state() -> tuple:
     return tuple(
         (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)) for device in ("cpu", "cuda")
     )
@@ -104,15 +116,37 @@ class _Root:
         self.refresh(module)
 
     def refresh(self, module: torch.nn.Module) -> None:
-        self.modules = list(module.modules())
+        self.modules = [m for m in module.modules() if reads_training(type(m))]
         self.params = list(module.parameters())
 
-    def state(self) -> tuple:
-        """Train/eval flags, and per parameter: trainable, and holding a gradient to accumulate into."""
-        return (
-            tuple([m.training for m in self.modules]),
-            tuple([(p.requires_grad, p.grad is None) for p in self.params]),
-        )
+
+@functools.cache
+def reads_training(cls: type) -> bool:
+    """Whether a module class's own code reads ``training``: only such modules' train/eval flags
+    can change what they compute, so only theirs enter the key (a Linear's or a ReLU's do not).
+    Code that cannot be read (compiled, scripted) counts as reading it."""
+    return any(
+        _code_reads_training(value)
+        for klass in cls.__mro__ if klass not in (torch.nn.Module, object)
+        for value in vars(klass).values()
+    )
+
+
+def _code_reads_training(value: Any) -> bool:
+    value = getattr(value, "__func__", None) or getattr(value, "fget", None) or value
+    value = inspect.unwrap(value) if callable(value) else value
+    if isinstance(value, type) or not callable(value):
+        return False
+    code = getattr(value, "__code__", None)
+    return code is None or _names_training(code)
+
+
+def _names_training(code: types.CodeType) -> bool:
+    return "training" in code.co_names or any(
+        const == "training" or (isinstance(const, types.CodeType) and _names_training(const))
+        for const in code.co_consts
+    )
+
 
 
 class _Segment:
@@ -145,14 +179,21 @@ class SteadyCounting:
         self._module_hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
         self._key: Any = None  # the open keyed segment's key; None before the first boundary
-        self._sink: Ledger | None = None  # the open keyed segment's own ledger while recording
-        self._anchor = -1  # id of the last forward or optimizer segment: what a gap follows
+        self._sink: Ledger | None = None  # the open segment's own ledger while recording
+        self._anchor = -1  # id of the last forward segment: what an optimizer step follows
         self._backwards = 0  # backward returns since the last optimizer step
         self._recording = False
-        self._gap_watch: Any = None  # a global pre-hook while a gap is replayed: new roots start there
+        # A global forward pre-hook, armed after a replayed optimizer step by putting it in
+        # torch's hook dict under a handle's id (cheaper than a new handle every step).
+        self._watch = self._watch_pre
+        handle = _register_global_pre_hook(self._watch)
+        self._watched_hooks, self._watch_id = handle.hooks_dict_ref(), handle.id
+        handle.remove()
+        self._watching = False
         self._owner = threading.get_ident()
         self._original_backward: Any = None
-        self.counters = {"recorded": 0, "replayed": 0, "audited": 0, "mismatches": 0}
+        self.counters = {"recorded": 0, "audited": 0, "mismatches": 0}
+        self._replayed = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -164,17 +205,17 @@ class SteadyCounting:
         self._set_recording(True)  # until the first boundary, count straight into the ledger
 
     def stop(self) -> None:
-        self._close_segment()
+        self._close()
         self._set_recording(False)
         remove(self._optimizer_hooks)
         remove(self._root_hooks)
         torch.autograd.backward = self._original_backward
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters, segments=len(self._segments))
+        return dict(self.counters, replayed=self._replayed, segments=len(self._segments))
 
     def _wrap_backward(self, backward: Any) -> Any:
-        """``Tensor.backward`` goes through ``torch.autograd.backward``: its return is a boundary."""
+        """``Tensor.backward`` goes through ``torch.autograd.backward``: it counts the backwards."""
 
         @functools.wraps(backward)
         def counted_backward(*args: Any, **kwargs: Any) -> Any:
@@ -185,48 +226,50 @@ class SteadyCounting:
 
         return counted_backward
 
-    def _backward_returned(self) -> None:
-        if self._on_owner_thread():
-            self._backwards = min(self._backwards + 1, MAX_BACKWARDS)
-            self._gap("backward")
-            self.tracker.stage = OPTIMIZER  # after a backward, as the tracker itself would say
-
-    def _on_owner_thread(self) -> bool:
-        """Boundaries only count on the session's thread, outside the autograd engine."""
-        return _get_ident() == self._owner and _graph_task_id() == -1
-
     # ------------------------------------------------------------------ hook events
+    # These run on every step, with the CPU caches cold from the step's own work: each is kept
+    # flat (few calls, module-level names), since every extra call or lookup shows there.
+    def _backward_returned(self) -> None:
+        if _get_ident() == self._owner and _graph_task_id() == -1 and self._backwards < MAX_BACKWARDS:
+            self._backwards += 1
+
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """While intercepting: find new roots, and keep the phase tracker informed."""
         if self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots:
             root = self._add_root(module)
             if root.hooked:
-                self._boundary(self._forward_key(root, args, {}))
+                self._anchor = self._boundary(self._forward_key(root, args, {})).id
         self.tracker.enter_module(module)
 
-    def _gap_pre(self, module: torch.nn.Module, args: tuple) -> None:
-        """A module no root hook knows, called in a replayed gap: a new root (a new model's first step)."""
-        if isinstance(module, _Loss) or id(module) in self._roots or not self._on_owner_thread():
+    def _watch_pre(self, module: torch.nn.Module, args: tuple) -> None:
+        """A module no root hook knows, called after a replayed step: a new root (a new model's first step)."""
+        if isinstance(module, _Loss) or id(module) in self._roots or _get_ident() != self._owner:
             return
-        root = self._add_root(module)
-        if root.hooked:
-            self._boundary(self._forward_key(root, args, {}), entering=module)
+        if _graph_task_id() == -1:
+            root = self._add_root(module)
+            if root.hooked:
+                self._anchor = self._boundary(self._forward_key(root, args, {}), entering=module).id
 
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         root = self._roots.get(id(module))
-        if root is not None and self._on_owner_thread():
-            self._boundary(self._forward_key(root, args, kwargs), entering=module)
+        if root is not None and _get_ident() == self._owner and _graph_task_id() == -1:
+            self._anchor = self._boundary(self._forward_key(root, args, kwargs), entering=module).id
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if _get_ident() == self._owner:
             self._boundary(self._optimizer_key(optimizer))
-        self.tracker.enter_optimizer()
+            self._backwards = 0
+            if not self._recording and not self._watching:  # the next model may start after the step
+                self._watched_hooks[self._watch_id] = self._watch
+                self._watching = True
+        if self._recording:
+            self.tracker.enter_optimizer()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self.tracker.exit_optimizer()
-        if _get_ident() == self._owner:
-            self._backwards = 0
-            self._gap("optimizer")
+        if self._recording:
+            self.tracker.exit_optimizer()  # which counts the step
+        else:
+            self.ledger.add_step()
 
     # ------------------------------------------------------------------ keys
     def _add_root(self, module: torch.nn.Module) -> _Root:
@@ -241,16 +284,19 @@ class SteadyCounting:
         self._options.pop(serial, None)
 
     def _forward_key(self, root: _Root, args: tuple, kwargs: dict) -> tuple:
+        params = root.params
         return (
             "forward",
             root.serial,
             _value_signature(args),
             _value_signature(kwargs) if kwargs else (),
-            torch.is_grad_enabled(),
-            torch.is_inference_mode_enabled(),
-            _autocast_state(),
-            root.state(),
-            tuple(self.tracker.explicit),
+            _grad_enabled(),
+            _inference_mode(),
+            _autocast_state() if _any_autocast() else None,
+            bytes(chain(map(_training, root.modules), map(_requires_grad, params),
+                        map(operator.is_, map(_grad, params), repeat(None)))),
+            self.tracker.explicit,
+            self._backwards,
         )
 
     def _optimizer_key(self, optimizer: Any) -> tuple:
@@ -261,59 +307,57 @@ class SteadyCounting:
         options = self._options.get(serial)
         if options is None or self._recording:
             options = self._options[serial] = tuple(_structural_options(g) for g in optimizer.param_groups)
-        explicit = tuple(self.tracker.explicit)
+        explicit = self.tracker.explicit
         return ("optimizer", serial, len(optimizer.state), self._anchor, self._backwards, options, explicit)
 
     # ------------------------------------------------------------------ segments
-    def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> None:
-        self._close_segment()
-        self._open_segment(key, entering)
-
-    def _gap(self, after: str) -> None:
-        self._boundary(("gap", self._anchor, self._backwards, after, tuple(self.tracker.explicit)))
-
-    def _open_segment(self, key: tuple, entering: torch.nn.Module | None) -> None:
+    def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> _Segment:
+        """Close the open segment and open ``key``'s: credited at once if known, else intercepted."""
+        if self._watching or self._sink is not None:
+            self._close()
         segment = self._segments.get(key)
-        if segment is None:
+        if segment is not None:
+            segment.seen += 1
+            record = segment.record
+            if record is not None and not self._recording and segment.seen % self._audit_every:
+                self.ledger.credit(record)
+                self._replayed += 1
+                return segment
+        else:
             segment = self._segments[key] = _Segment()
+            segment.seen = 1
             self._evict()
-        segment.seen += 1
-        self._key = key
-        if key[0] != "gap":
-            self._anchor = segment.id
-        audit = segment.seen % self._audit_every == 0
-        if segment.record is not None and not audit and (not self._recording or self._can_switch(on=False)):
-            if self._recording:
-                self._set_recording(False)
-            self._sink = None
+        self._open_recording(key, segment, entering)
+        return segment
+
+    def _open_recording(self, key: tuple, segment: _Segment, entering: torch.nn.Module | None) -> None:
+        """Intercept the segment, unless its record can be credited once interception is off."""
+        if segment.record is not None and segment.seen % self._audit_every and self._can_switch(on=False):
+            self._set_recording(False)
             self.ledger.credit(segment.record)
-            self.counters["replayed"] += 1
-            if key[0] == "gap" and key[3] == "optimizer":  # where a step ends, the next model may start
-                self._gap_watch = torch.nn.modules.module.register_module_forward_pre_hook(self._gap_pre)
+            self._replayed += 1
             return
-        self._sink = Ledger()
-        self._mode.sink = self._sink
+        self._key = key
+        self._sink = self._mode.sink = Ledger(mirror=self.ledger)
         if entering is not None:
             self._roots[id(entering)].refresh(entering)
         self._set_recording(True, entering)
         if not self._recording:
             self._sink = None  # another dispatch mode is on top: this segment goes unrecorded
 
-    def _close_segment(self) -> None:
-        if self._gap_watch is not None:
-            self._gap_watch.remove()
-            self._gap_watch = None
+    def _close(self) -> None:
+        if self._watching:
+            del self._watched_hooks[self._watch_id]
+            self._watching = False
+        if self._sink is not None:
+            self._close_recording()
+
+    def _close_recording(self) -> None:
         key, sink = self._key, self._sink
-        self._key = None
-        if key is None or sink is None:
-            return  # before the first boundary (counted straight into the ledger), or replayed (credited)
-        self._sink = None
-        for op, n in sink.errors.items():
-            self.ledger.add_error(op, n)
-        record = sink.record()
+        self._key = self._sink = None
+        record = sink.record()  # this occurrence's counts are in the ledger already, through the mirror
         segment = self._segments.get(key)
         if segment is None:
-            self.ledger.credit(record)
             return
         if segment.record is None:
             self.counters["recorded"] += 1
@@ -325,7 +369,6 @@ class SteadyCounting:
                             "(%s); re-traced it", key[0])
             self.ledger.fold(segment.record)
         segment.record = record
-        self.ledger.credit(record)
 
     def _evict(self) -> None:
         while len(self._segments) > MAX_RECORDS:
