@@ -235,7 +235,7 @@ def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
     return same, reports["steady"]["totals"]["flops"]
 
 
-HOOKS = ("_root_pre", "_optimizer_pre", "_optimizer_post", "_backward_returned", "_watch_pre")
+HOOKS = ("_root_pre", "_optimizer_pre", "_optimizer_post", "_watch_pre")
 
 
 def steady_hook_time(bench: Bench, steps: int) -> float:
@@ -316,15 +316,19 @@ def main() -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--memory-steps", type=int, default=10_000)
+    parser.add_argument("--cpus", help="pin the process to these CPUs (e.g. 2,3): fewer migrations, less noise")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
 
     logging_off = __import__("logging").getLogger("otel_flops")
     logging_off.setLevel("ERROR")
     machine = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
     print(f"# otel-flops overhead benchmark: {machine}, torch {torch.__version__}, "
           f"{datetime.date.today()}, peers: {args.repeats} pairs x {args.steps} steps; steady mode: {args.quads} "
-          f"ABBA quads of {args.quad_seconds} s runs; after {args.warmup} warm-up steps; ratios to bare are "
+          f"ABBA quads of {args.quad_seconds} s runs; after {args.warmup} warm-up steps; CPUs "
+          f"{args.cpus or 'any'}; ratios to bare are "
           "medians over pairs or quads, [quartiles]")
     results: dict = {"machine": machine, "torch": torch.__version__, "date": str(datetime.date.today()), "rows": []}
     for name in args.workloads.split(","):

@@ -54,6 +54,7 @@ class Record:
 
     counts: dict[CountKey, Totals]
     uncounted: Counter[str]
+    steps: int = 0  # optimizer steps the segment completed
     replays: int = 0
 
     def same_counts(self, other: Record) -> bool:
@@ -84,7 +85,7 @@ class Ledger:
         self._uncounted: Counter[str] = Counter()
         self._records: list[Record] = []
         self.errors: Counter[str] = Counter()
-        self.steps = 0
+        self._steps = 0
 
     def add(self, key: CountKey, flops: int, bops: int, calls: int = 1, comm_bytes: int = 0) -> None:
         with self._lock:
@@ -119,11 +120,18 @@ class Ledger:
 
     def add_step(self) -> None:
         with self._lock:
-            self.steps += 1
+            self._steps += 1
+        if self._mirror is not None:
+            self._mirror.add_step()
+
+    @property
+    def steps(self) -> int:
+        with self._lock:
+            return self._steps + sum(record.steps * record.replays for record in self._records)
 
     def record(self) -> Record:
         """This ledger's counts, frozen as a segment record."""
-        return Record(dict(self.items()), self.uncounted())
+        return Record(dict(self.items()), self.uncounted(), self.steps)
 
     def credit(self, record: Record) -> None:
         """Add a recorded segment's counts once more: one integer increment once it is known.
@@ -145,6 +153,7 @@ class Ledger:
                 _absorb_into(self._totals, key, t, record.replays)
             for op, calls in record.uncounted.items():
                 self._uncounted[op] += calls * record.replays
+            self._steps += record.steps * record.replays
             record.replays = 0
 
     def items(self) -> list[tuple[CountKey, Totals]]:

@@ -36,7 +36,7 @@ class PhaseTracker:
     """
 
     def __init__(self, ledger: Ledger, names: dict[int, str] | None = None) -> None:
-        self._ledger = ledger
+        self.ledger = ledger  # where completed optimizer steps are counted
         self._names = names or {}
         self.explicit: tuple[str, ...] = ()  # open phase() blocks, innermost last (a tuple: part of keys)
         self.model = "none"
@@ -123,7 +123,7 @@ class PhaseTracker:
     def exit_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
         self.optimizer_depth = max(0, self.optimizer_depth - 1)
         self.stage = PREPROCESSING
-        self._ledger.add_step()
+        self.ledger.add_step()
 
 
 def _tensors_in(value: Any) -> list[torch.Tensor]:

@@ -56,6 +56,7 @@ from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
 log = logging.getLogger("otel_flops")
 
 # Bound once: the hooks below run on every step.
+Tensor = torch.Tensor
 _get_ident = threading.get_ident
 _graph_task_id = torch._C._current_graph_task_id
 _grad_enabled = torch.is_grad_enabled
@@ -75,7 +76,7 @@ _PLAIN = (int, float, bool, str, type(None))
 
 
 def _value_signature(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, Tensor):  # as in SteadyCounting._forward_key, which inlines this case
         return (value.shape, value.dtype, value.device, value.requires_grad)
     if isinstance(value, _PLAIN):
         return value
@@ -150,14 +151,30 @@ def _names_training(code: types.CodeType) -> bool:
 
 
 class _Segment:
-    """A keyed segment's record, the times its key was seen, and a short id for gap keys."""
+    """A keyed segment's record, the times its key was seen, and a short id for optimizer keys."""
 
+    __slots__ = ("record", "seen", "id")
     ids = itertools.count()
 
     def __init__(self) -> None:
         self.record: Record | None = None
         self.seen = 0
         self.id = next(self.ids)
+
+
+class _Optimizer:
+    """An optimizer's serial number (ids are reused after GC) and its groups' structural options,
+    re-read whenever a segment is being recorded: a change between recordings (weight decay set
+    to zero mid-run) shows up at the next audit."""
+
+    __slots__ = ("serial", "options")
+
+    def __init__(self, optimizer: Any) -> None:
+        self.serial = next(_Root.serials)
+        self.read_options(optimizer)
+
+    def read_options(self, optimizer: Any) -> None:
+        self.options = tuple(_structural_options(group) for group in optimizer.param_groups)
 
 
 class SteadyCounting:
@@ -172,14 +189,11 @@ class SteadyCounting:
         # Keyed by id() for a plain dict lookup on the hot path; a finalizer drops dead entries.
         self._roots: dict[int, _Root] = {}
         self._root_hooks: list[Any] = []
-        self._optimizers: dict[int, int] = {}
-        # Param-group options per optimizer, re-read whenever a segment is being recorded: a
-        # change between recordings (weight decay set to zero mid-run) shows up at the next audit.
-        self._options: dict[int, tuple] = {}
+        self._optimizers: dict[int, _Optimizer] = {}
         self._module_hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
-        self._key: Any = None  # the open keyed segment's key; None before the first boundary
-        self._sink: Ledger | None = None  # the open segment's own ledger while recording
+        self._key: Any = None  # the key of the segment being recorded
+        self._sink: Ledger | None = None  # its own ledger, while it is recorded
         self._anchor = -1  # id of the last forward segment: what an optimizer step follows
         self._backwards = 0  # backward returns since the last optimizer step
         self._recording = False
@@ -192,8 +206,8 @@ class SteadyCounting:
         self._watching = False
         self._owner = threading.get_ident()
         self._original_backward: Any = None
-        self.counters = {"recorded": 0, "audited": 0, "mismatches": 0}
-        self._replayed = 0
+        self.counters = {"recorded": 0, "audited": 0, "mismatches": 0, "unrecorded": 0}
+        self._evicted_seen = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -205,14 +219,19 @@ class SteadyCounting:
         self._set_recording(True)  # until the first boundary, count straight into the ledger
 
     def stop(self) -> None:
-        self._close()
+        self._disarm_watch()
+        if self._sink is not None:
+            self._close_recording()
         self._set_recording(False)
         remove(self._optimizer_hooks)
         remove(self._root_hooks)
         torch.autograd.backward = self._original_backward
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters, replayed=self._replayed, segments=len(self._segments))
+        seen = sum(segment.seen for segment in self._segments.values()) + self._evicted_seen
+        counters = self.counters
+        replayed = seen - counters["recorded"] - counters["audited"] - counters["unrecorded"]
+        return dict(counters, replayed=replayed, segments=len(self._segments))
 
     def _wrap_backward(self, backward: Any) -> Any:
         """``Tensor.backward`` goes through ``torch.autograd.backward``: it counts the backwards."""
@@ -222,23 +241,20 @@ class SteadyCounting:
             try:
                 return backward(*args, **kwargs)
             finally:
-                self._backward_returned()
+                if self._backwards < MAX_BACKWARDS and _get_ident() == self._owner and _graph_task_id() == -1:
+                    self._backwards += 1
 
         return counted_backward
 
     # ------------------------------------------------------------------ hook events
-    # These run on every step, with the CPU caches cold from the step's own work: each is kept
-    # flat (few calls, module-level names), since every extra call or lookup shows there.
-    def _backward_returned(self) -> None:
-        if _get_ident() == self._owner and _graph_task_id() == -1 and self._backwards < MAX_BACKWARDS:
-            self._backwards += 1
-
+    # These run on every step, with the CPU caches cold from the step's own work: what a
+    # replayed step runs is kept to few calls and few bytecodes, since each one shows there.
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """While intercepting: find new roots, and keep the phase tracker informed."""
         if self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots:
             root = self._add_root(module)
             if root.hooked:
-                self._anchor = self._boundary(self._forward_key(root, args, {})).id
+                self._anchor = self._boundary(self._forward_key(root, args, {}))
         self.tracker.enter_module(module)
 
     def _watch_pre(self, module: torch.nn.Module, args: tuple) -> None:
@@ -248,28 +264,30 @@ class SteadyCounting:
         if _graph_task_id() == -1:
             root = self._add_root(module)
             if root.hooked:
-                self._anchor = self._boundary(self._forward_key(root, args, {}), entering=module).id
+                self._anchor = self._boundary(self._forward_key(root, args, {}), module)
 
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         root = self._roots.get(id(module))
         if root is not None and _get_ident() == self._owner and _graph_task_id() == -1:
-            self._anchor = self._boundary(self._forward_key(root, args, kwargs), entering=module).id
+            self._anchor = self._boundary(self._forward_key(root, args, kwargs), module)
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if _get_ident() == self._owner:
-            self._boundary(self._optimizer_key(optimizer))
+            state = self._optimizers.get(id(optimizer)) or self._add_optimizer(optimizer)
+            if self._recording:
+                state.read_options(optimizer)
+            self._boundary(("optimizer", state.serial, state.options, len(optimizer.state), self._anchor,
+                            self._backwards, self.tracker.explicit))
             self._backwards = 0
-            if not self._recording and not self._watching:  # the next model may start after the step
+            if not self._recording:  # a replayed step: the next model may start after it
                 self._watched_hooks[self._watch_id] = self._watch
                 self._watching = True
         if self._recording:
             self.tracker.enter_optimizer()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._recording:
-            self.tracker.exit_optimizer()  # which counts the step
-        else:
-            self.ledger.add_step()
+        if self._recording:  # a replayed step's record counts the step
+            self.tracker.exit_optimizer()
 
     # ------------------------------------------------------------------ keys
     def _add_root(self, module: torch.nn.Module) -> _Root:
@@ -279,16 +297,18 @@ class SteadyCounting:
             self._root_hooks.append(module.register_forward_pre_hook(self._root_pre, with_kwargs=True))
         return root
 
-    def _forget_optimizer(self, optimizer_id: int, serial: int) -> None:
-        self._optimizers.pop(optimizer_id, None)
-        self._options.pop(serial, None)
+    def _add_optimizer(self, optimizer: Any) -> _Optimizer:
+        state = self._optimizers[id(optimizer)] = _Optimizer(optimizer)
+        weakref.finalize(optimizer, self._optimizers.pop, id(optimizer), None)
+        return state
 
     def _forward_key(self, root: _Root, args: tuple, kwargs: dict) -> tuple:
         params = root.params
         return (
             "forward",
             root.serial,
-            _value_signature(args),
+            tuple([(a.shape, a.dtype, a.device, a.requires_grad) if isinstance(a, Tensor) else _value_signature(a)
+                   for a in args]),
             _value_signature(kwargs) if kwargs else (),
             _grad_enabled(),
             _inference_mode(),
@@ -299,58 +319,51 @@ class SteadyCounting:
             self._backwards,
         )
 
-    def _optimizer_key(self, optimizer: Any) -> tuple:
-        serial = self._optimizers.get(id(optimizer))
-        if serial is None:
-            serial = self._optimizers[id(optimizer)] = next(_Root.serials)
-            weakref.finalize(optimizer, self._forget_optimizer, id(optimizer), serial)
-        options = self._options.get(serial)
-        if options is None or self._recording:
-            options = self._options[serial] = tuple(_structural_options(g) for g in optimizer.param_groups)
-        explicit = self.tracker.explicit
-        return ("optimizer", serial, len(optimizer.state), self._anchor, self._backwards, options, explicit)
-
     # ------------------------------------------------------------------ segments
-    def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> _Segment:
-        """Close the open segment and open ``key``'s: credited at once if known, else intercepted."""
-        if self._watching or self._sink is not None:
-            self._close()
-        segment = self._segments.get(key)
-        if segment is not None:
-            segment.seen += 1
-            record = segment.record
-            if record is not None and not self._recording and segment.seen % self._audit_every:
-                self.ledger.credit(record)
-                self._replayed += 1
-                return segment
-        else:
-            segment = self._segments[key] = _Segment()
-            segment.seen = 1
-            self._evict()
-        self._open_recording(key, segment, entering)
-        return segment
-
-    def _open_recording(self, key: tuple, segment: _Segment, entering: torch.nn.Module | None) -> None:
-        """Intercept the segment, unless its record can be credited once interception is off."""
-        if segment.record is not None and segment.seen % self._audit_every and self._can_switch(on=False):
-            self._set_recording(False)
-            self.ledger.credit(segment.record)
-            self._replayed += 1
-            return
-        self._key = key
-        self._sink = self._mode.sink = Ledger(mirror=self.ledger)
-        if entering is not None:
-            self._roots[id(entering)].refresh(entering)
-        self._set_recording(True, entering)
-        if not self._recording:
-            self._sink = None  # another dispatch mode is on top: this segment goes unrecorded
-
-    def _close(self) -> None:
+    def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> int:
+        """Close the open segment and open ``key``'s: credited at once if known, else intercepted.
+        Returns the segment's id."""
         if self._watching:
             del self._watched_hooks[self._watch_id]
             self._watching = False
+        segment = self._segments.get(key)
+        if segment is not None and not self._recording:
+            record = segment.record
+            if record is not None and (segment.seen + 1) % self._audit_every:
+                segment.seen += 1
+                if record.replays:  # Ledger.credit's own fast path, inlined: this runs every step
+                    record.replays += 1
+                else:
+                    self.ledger.credit(record)
+                return segment.id
+        return self._switch(key, segment, entering)
+
+    def _switch(self, key: tuple, segment: _Segment | None, entering: torch.nn.Module | None) -> int:
+        """The rest of a boundary: close a recording; record the new segment unless it can be credited."""
         if self._sink is not None:
             self._close_recording()
+        if segment is None:
+            segment = self._segments[key] = _Segment()
+            self._evict()
+        segment.seen += 1
+        if segment.record is not None and segment.seen % self._audit_every and self._can_switch(on=False):
+            self._set_recording(False)
+            self.ledger.credit(segment.record)
+            return segment.id
+        self._key = key
+        self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
+        if entering is not None:
+            self._roots[id(entering)].refresh(entering)
+        self._set_recording(True, entering)
+        if not self._recording:  # another dispatch mode is on top: this segment goes unrecorded
+            self._sink = None
+            self.counters["unrecorded"] += 1
+        return segment.id
+
+    def _disarm_watch(self) -> None:
+        if self._watching:
+            del self._watched_hooks[self._watch_id]
+            self._watching = False
 
     def _close_recording(self) -> None:
         key, sink = self._key, self._sink
@@ -373,6 +386,7 @@ class SteadyCounting:
     def _evict(self) -> None:
         while len(self._segments) > MAX_RECORDS:
             _, old = self._segments.popitem(last=False)
+            self._evicted_seen += old.seen
             if old.record is not None:
                 self.ledger.fold(old.record)
 
