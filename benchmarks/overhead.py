@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import gc
 import json
+import math
 import os
 import statistics
 import sys
@@ -47,7 +48,7 @@ BATCHES = {
 }
 
 
-STEADY, NOISE = "otel-flops steady", "bare vs bare"
+STEADY, NOISE, INTERLEAVED = "otel-flops steady", "bare vs bare", "steady, interleaved blocks"
 
 
 class EmptyMode(TorchDispatchMode):
@@ -188,7 +189,9 @@ def measure(bench: Bench, repeats: int, quads: int, steps: int, quad_seconds: fl
             times[name].append(t)
             ratios[name].append(t / bare)
     times[NOISE], ratios[NOISE] = [], []
-    bare_step = statistics.median(times["bare"] or [bench.timed(contextlib.nullcontext, steps, warmup)])
+    if not times["bare"]:
+        times["bare"].append(bench.timed(contextlib.nullcontext, steps, warmup))
+    bare_step = statistics.median(times["bare"])
     quad_steps = max(steps, round(quad_seconds / bare_step))
     for quad in range(quads):
         for name, context in ((STEADY, contexts[STEADY]), (NOISE, contextlib.nullcontext)):
@@ -208,6 +211,8 @@ def measure(bench: Bench, repeats: int, quads: int, steps: int, quad_seconds: fl
         if ts
     }
     for name, values in step_ratios.items():
+        if not values:
+            continue
         cpu = cpu_ratios[name]
         out[name].update(steps=quad_steps, step_ratio=statistics.median(values), step_quartiles=_quartiles(values),
                          cpu_ratio=statistics.median(cpu), cpu_quartiles=_quartiles(cpu),
@@ -221,6 +226,34 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
         return (min(values, default=1.0), max(values, default=1.0))
     q = statistics.quantiles(values, n=4)
     return (q[0], q[2])
+
+
+def interleaved(bench: Bench, blocks: int, block_steps: int, warmup: int, skip: int = 2) -> dict:
+    """Bare and steady mode in alternating blocks of a few steps inside one session, whose
+    counting is stopped for the bare blocks: noise slower than a block (another tenant's burst,
+    clock changes) hits both sides of a pair alike. Each block's first ``skip`` steps (which pay
+    for the switch) are left out; the ratio of each steady block's mean step to the bare block
+    before it is one sample, and the figure is their median."""
+    means: dict[bool, list[float]] = {False: [], True: []}
+    with otel_flops.track(mode="steady", energy=False) as tracker:
+        counting = tracker.session._counting
+        for _ in range(warmup):
+            bench.step()
+        for block in range(2 * blocks):
+            steady = block % 2 == 1
+            (counting.start if steady else counting.stop)()
+            stamps = []
+            for _ in range(block_steps):
+                bench.step()
+                stamps.append(time.perf_counter())
+            means[steady].append((stamps[-1] - stamps[skip - 1]) / (block_steps - skip))
+        counting.start()  # as the session expects to stop it
+    ratios = [s / b for b, s in zip(means[False], means[True])]
+    logs = [math.log(r) for r in ratios]
+    spread = 1.96 * statistics.stdev(logs) / math.sqrt(len(logs))
+    return {"ratio": statistics.median(ratios), "quartiles": _quartiles(ratios), "blocks": blocks,
+            "block_steps": block_steps, "geomean": math.exp(statistics.mean(logs)),
+            "geomean_ci95": (math.exp(statistics.mean(logs) - spread), math.exp(statistics.mean(logs) + spread))}
 
 
 def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
@@ -274,6 +307,10 @@ def steady_hook_time(bench: Bench, steps: int) -> float:
 def _cell(result: dict) -> str:
     if "failed" in result:
         return "failed"
+    if "geomean" in result:
+        low, high = result["geomean_ci95"]
+        return f"{result['ratio']:.3f}x [{result['quartiles'][0]:.3f}-{result['quartiles'][1]:.3f}], " \
+               f"geomean {result['geomean']:.3f}x (95% CI {low:.3f}-{high:.3f})"
     if "step_ratio" not in result:
         return f"{result['ratio']:.3f}x"
     parts = [("", "ratio", "quartiles"), ("median step ", "step_ratio", "step_quartiles"),
@@ -311,6 +348,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quads", type=int, default=12, help="ABBA quads of bare and steady mode")
     parser.add_argument("--quad-seconds", type=float, default=0.25, help="length of each run in a quad")
+    parser.add_argument("--blocks", type=int, default=60, help="bare/steady block pairs, interleaved in one session")
+    parser.add_argument("--block-steps", type=int, default=10, help="steps in each of those blocks")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -335,8 +374,10 @@ def main() -> None:
         for precision in args.precisions.split(","):
             bench = Bench(name, args.device, precision == "bf16")
             row = measure(bench, args.repeats, args.quads, args.steps, args.quad_seconds, args.warmup)
+            if args.blocks:
+                row[INTERLEAVED] = interleaved(bench, args.blocks, args.block_steps, args.warmup)
             same, flops = counts_agree(bench, args.steps)
-            hook_us = steady_hook_time(bench, row[STEADY]["steps"])
+            hook_us = steady_hook_time(bench, row.get(STEADY, {}).get("steps", 100))
             results["rows"].append({"workload": name, "batch": BATCHES[args.device][name], "precision": precision,
                                     "variants": row, "steady_equals_full": same, "steady_flops": flops,
                                     "steady_hook_us": hook_us})

@@ -24,7 +24,7 @@ TRAIN = textwrap.dedent(
     model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(3):
-        x, y = torch.randn(4, 16), torch.randint(0, 2, (4,))
+        x, y = torch.randn(4, 16), torch.arange(4) % 2  # both classes, always: LogisticRegression needs two
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()

@@ -117,19 +117,24 @@ def test_no_tensor_is_kept_alive():
         assert ref() is None
 
 
+def _full_and_steady(run) -> dict:
+    reports = {}
+    for mode in ("full", "steady"):
+        with otel_flops.track(mode=mode, energy=False) as tracker:
+            run()
+        reports[mode] = tracker.report()
+    return reports
+
+
 def test_a_new_model_first_trained_after_another_is_counted_from_its_first_step():
-    """The second model's first forward starts inside a replayed gap of the first one."""
+    """The second model's first forward starts right after a replayed optimizer step of the first."""
     from conftest import training_step
 
     def both():
         training_step("mlp", steps=3)
         training_step("resnet18", steps=3)
 
-    reports = {}
-    for mode in ("full", "steady"):
-        with otel_flops.track(mode=mode, energy=False) as tracker:
-            both()
-        reports[mode] = tracker.report()
+    reports = _full_and_steady(both)
     assert reports["steady"]["phases"] == reports["full"]["phases"]
     assert reports["steady"]["steady"]["replayed"] > 0
 
@@ -164,10 +169,36 @@ def test_a_submodule_switched_to_eval_alone_is_a_new_key():
             model(torch.randn(4, 8)).sum().backward()
             optimizer.step()
 
+    reports = _full_and_steady(run)
+    assert reports["steady"]["phases"] == reports["full"]["phases"]
+    assert reports["steady"]["steady"]["mismatches"] == 0
+
+
+def test_stopped_and_started_again_it_replays_its_records():
+    """The overhead benchmark pauses steady mode between blocks of steps; its records outlive a pause."""
+    from conftest import BATCH, train_step
+
+    from otel_flops.workloads import WORKLOADS
+
+    workload = WORKLOADS["mlp"]
+    model = workload.build()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = workload.make_batch(BATCH["mlp"], torch.device("cpu"))
     reports = {}
     for mode in ("full", "steady"):
         with otel_flops.track(mode=mode, energy=False) as tracker:
-            run()
+            for _ in range(3):
+                train_step(model, optimizer, workload, x, y)
+            if mode == "steady":
+                counting = tracker.session._counting
+                recorded = counting.stats()["recorded"]
+                counting.stop()
+                train_step(model, optimizer, workload, x, y)  # not counted
+                counting.start()
+            for _ in range(3):
+                train_step(model, optimizer, workload, x, y)
         reports[mode] = tracker.report()
     assert reports["steady"]["phases"] == reports["full"]["phases"]
-    assert reports["steady"]["steady"]["mismatches"] == 0
+    assert reports["steady"]["steps"] == 6
+    stats = reports["steady"]["steady"]
+    assert stats["recorded"] == recorded and stats["replayed"] >= 6

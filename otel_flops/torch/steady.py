@@ -68,7 +68,7 @@ _requires_grad = operator.attrgetter("requires_grad")
 _grad = operator.attrgetter("grad")
 
 MAX_RECORDS = 4096
-MAX_BACKWARDS = 64  # backwards since the last optimizer step that gap keys tell apart
+MAX_BACKWARDS = 64  # backwards since the last optimizer step that keys tell apart
 # Modules whose fast paths turn off when any hook is attached to them: they are never given a
 # root hook (that would change which kernels run), so their calls draw no boundary.
 HOOK_SENSITIVE: tuple[type, ...] = (torch.nn.TransformerEncoderLayer,)
@@ -114,6 +114,7 @@ class _Root:
     def __init__(self, module: torch.nn.Module) -> None:
         self.serial = next(self.serials)
         self.hooked = not isinstance(module, HOOK_SENSITIVE)
+        self.module = weakref.ref(module)
         self.refresh(module)
 
     def refresh(self, module: torch.nn.Module) -> None:
@@ -126,11 +127,14 @@ def reads_training(cls: type) -> bool:
     """Whether a module class's own code reads ``training``: only such modules' train/eval flags
     can change what they compute, so only theirs enter the key (a Linear's or a ReLU's do not).
     Code that cannot be read (compiled, scripted) counts as reading it."""
-    return any(
-        _code_reads_training(value)
-        for klass in cls.__mro__ if klass not in (torch.nn.Module, object)
-        for value in vars(klass).values()
-    )
+    try:
+        return any(
+            _code_reads_training(value)
+            for klass in cls.__mro__ if klass not in (torch.nn.Module, object)
+            for value in vars(klass).values()
+        )
+    except Exception:  # an odd class attribute must not break the user's step: assume it reads it
+        return True
 
 
 def _code_reads_training(value: Any) -> bool:
@@ -147,7 +151,6 @@ def _names_training(code: types.CodeType) -> bool:
         const == "training" or (isinstance(const, types.CodeType) and _names_training(const))
         for const in code.co_consts
     )
-
 
 
 class _Segment:
@@ -211,7 +214,12 @@ class SteadyCounting:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """Start, or start again after ``stop`` with the roots and records found so far."""
         self._owner = threading.get_ident()
+        for root in self._roots.values():
+            module = root.module()
+            if module is not None:
+                self._hook_root(root, module)
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
         self._original_backward = torch.autograd.backward
         torch.autograd.backward = self._wrap_backward(self._original_backward)
@@ -293,9 +301,12 @@ class SteadyCounting:
     def _add_root(self, module: torch.nn.Module) -> _Root:
         root = self._roots[id(module)] = _Root(module)
         weakref.finalize(module, self._roots.pop, id(module), None)
+        self._hook_root(root, module)
+        return root
+
+    def _hook_root(self, root: _Root, module: torch.nn.Module) -> None:
         if root.hooked:
             self._root_hooks.append(module.register_forward_pre_hook(self._root_pre, with_kwargs=True))
-        return root
 
     def _add_optimizer(self, optimizer: Any) -> _Optimizer:
         state = self._optimizers[id(optimizer)] = _Optimizer(optimizer)
