@@ -54,6 +54,14 @@ def _variables() -> list:
     ]
 
 
+def _section(b: dashboard.Dashboard, title: str, panels: tuple) -> dashboard.Dashboard:
+    """A row, then its panels."""
+    b = b.with_row(dashboard.Row(title))
+    for panel in panels:
+        b = b.with_panel(panel)
+    return b
+
+
 def build() -> dashboard.Dashboard:
     """The dashboard as the SDK's model; ``generate.py`` serialises it."""
     b = (
@@ -62,8 +70,7 @@ def build() -> dashboard.Dashboard:
         .time("now-1h", "now").refresh("30s").tooltip(DashboardCursorSync.CROSSHAIR)
         .variables(_variables())
     )
-    b = b.with_row(dashboard.Row("Totals over the time range"))
-    for panel in (
+    b = _section(b, "Totals over the time range", (
         stat_panel("Total FLOPs", "si:FLOP", "FLOPs counted over the range (sum of each series' last value).",
                    query(_total(FLOPS), "FLOPs", instant=True)),
         stat_panel("Total BOPs", "si:BOP", "BOPs (FLOPs x effective bits) counted over the range.",
@@ -80,11 +87,9 @@ def build() -> dashboard.Dashboard:
                    query(_budget_used(f"otel_flops_bops_total{{{RUN}}}", "otel_flops_budget_bops"),
                          "BOPs {{budget}}", "B", instant=True),
                    query(_budget_used(JOULES, "otel_flops_budget_joules"), "energy {{budget}}", "C", instant=True)),
-    ):
-        b = b.with_panel(panel)
+    ))
 
-    b = b.with_row(dashboard.Row("Throughput and efficiency"))
-    for panel in (
+    b = _section(b, "Throughput and efficiency", (
         series_panel("FLOP/s by phase", "flops", "FLOPs per second, by training phase.",
                      query(f"sum by (phase) (rate({FLOPS}[$__rate_interval]))", "{{phase}}")),
         series_panel("BOP/s by dtype", "si:BOP/s", "BOPs per second, by operand dtype and bit-width.",
@@ -95,40 +100,34 @@ def build() -> dashboard.Dashboard:
                      query(_per_joule_rate(FLOPS), "FLOP/J"), span=8),
         series_panel("BOP/J", "si:BOP/J", "BOPs per joule over time.",
                      query(_per_joule_rate(BOPS), "BOP/J"), span=8),
-    ):
-        b = b.with_panel(panel)
+    ))
 
-    b = b.with_row(dashboard.Row("Budgets and emissions"))
-    for title, unit, metric, gauge in (
-        ("FLOPs against budget", "si:FLOP", "otel_flops_flops_total", "otel_flops_budget_flops"),
-        ("BOPs against budget", "si:BOP", "otel_flops_bops_total", "otel_flops_budget_bops"),
-        ("Energy against budget", "joule", "otel_flops_energy_joules_total", "otel_flops_budget_joules"),
-    ):
-        b = b.with_panel(series_panel(
-            title, unit, "Cumulative use of the running jobs, and each budget they set.",
-            query(f"sum({metric}{{{RUN}}})", "used"),
-            query(f"max by (budget) ({gauge}{{{RUN}}})", "budget {{budget}}", "B"), span=6))
-    b = b.with_panel(series_panel(
-        "Emissions", "massg", "CO2-equivalent emissions of the energy used, cumulative.",
-        query(f"sum(otel_flops_emissions_grams_total{{{RUN}}})", "CO2eq"), span=6))
+    b = _section(b, "Budgets and emissions", (
+        *(series_panel(title, unit, "Cumulative use of the running jobs, and each budget they set.",
+                       query(f"sum({metric}{{{RUN}}})", "used"),
+                       query(f"max by (budget) ({gauge}{{{RUN}}})", "budget {{budget}}", "B"), span=6)
+          for title, unit, metric, gauge in (
+              ("FLOPs against budget", "si:FLOP", "otel_flops_flops_total", "otel_flops_budget_flops"),
+              ("BOPs against budget", "si:BOP", "otel_flops_bops_total", "otel_flops_budget_bops"),
+              ("Energy against budget", "joule", "otel_flops_energy_joules_total", "otel_flops_budget_joules"),
+          )),
+        series_panel("Emissions", "massg", "CO2-equivalent emissions of the energy used, cumulative.",
+                     query(f"sum(otel_flops_emissions_grams_total{{{RUN}}})", "CO2eq"), span=6),
+    ))
 
-    b = b.with_row(dashboard.Row("scikit-learn"))
-    for panel in (
+    b = _section(b, "scikit-learn", (
         series_panel("scikit-learn FLOP/s by method", "flops", "FLOPs per second of estimator methods.",
                      query(f"sum by (phase) (rate({SKLEARN}[$__rate_interval]))", "{{phase}}")),
         series_panel("scikit-learn FLOPs by estimator", "si:FLOP", "Cumulative FLOPs of each estimator class.",
                      query(f"sum by (model) ({SKLEARN})", "{{model}}")),
-    ):
-        b = b.with_panel(panel)
+    ))
 
-    b = b.with_row(dashboard.Row("Per rank"))
-    for panel in (
+    b = _section(b, "Per rank", (
         series_panel("FLOP/s by rank", "flops", "FLOPs per second of each scraped process (one per torchrun rank).",
                      query(f"sum by (instance) (rate({FLOPS}[$__rate_interval]))", "{{instance}}")),
         series_panel("Power by rank", "watt", "Energy rate of each process (machine energy: local rank 0).",
                      query(f"sum by (instance) (rate({JOULES}[$__rate_interval]))", "{{instance}}")),
-    ):
-        b = b.with_panel(panel)
+    ))
     built = b.build()
     for number, panel in enumerate(built.panels or [], start=1):
         panel.id_val = number
