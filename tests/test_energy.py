@@ -1,10 +1,19 @@
-"""Energy beside compute, with the real CodeCarbon: /metrics, the report, FLOP/J, and the off switch."""
+"""Energy beside compute, with the real CodeCarbon: /metrics, the report, FLOP/J, the off switch, and
+CodeCarbon's own process (no thread in the training process, gone when the session or its parent is)."""
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
+import psutil
 import pytest
 from conftest import free_port, scrape, training_step
 
@@ -26,6 +35,7 @@ def _train_until(deadline: float) -> None:
 
 
 def test_cpu_and_ram_joules_rise_on_metrics_and_equal_the_report():
+    before = {t.name for t in threading.enumerate()}
     with otel_flops.track(serve=True, host="127.0.0.1", port=free_port(), energy_interval=0.5) as tracker:
         url = tracker.endpoint.url
         deadline = time.monotonic() + 20
@@ -33,6 +43,8 @@ def test_cpu_and_ram_joules_rise_on_metrics_and_equal_the_report():
             assert time.monotonic() < deadline, tracker.session.energy.unavailable
             _train_until(time.monotonic() + 0.3)
         first = _energy(url)
+        # CodeCarbon measures in its own process: the only thread the session added serves /metrics
+        assert {t.name for t in threading.enumerate()} - before == {"otel-flops-metrics"}
         _train_until(time.monotonic() + 1.5)
         second = _energy(url)
         for _ in range(10):  # a measurement may land between the scrapes; take a quiet moment
@@ -89,19 +101,92 @@ def test_only_local_rank_zero_measures(monkeypatch):
     assert monitor.unavailable == "measured by local rank 0 only (this process has LOCAL_RANK=1)"
 
 
-def test_start_and_an_early_stop_return_at_once_and_leave_no_thread():
+def test_an_early_stop_ends_the_starting_process_and_says_why():
     monitor = EnergyMonitor(Settings(energy_interval=0.5))
-    began = time.perf_counter()
     monitor.start()
-    started = time.perf_counter()
-    monitor.stop()  # CodeCarbon may still be probing the hardware: it is stopped once it has started
-    stopped = time.perf_counter()
-    assert started - began < 0.05 and stopped - started < 0.05
-    deadline = time.monotonic() + 30
-    while any(t.name == "otel-flops-energy" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the energy thread outlived its monitor"
-        time.sleep(0.05)
-    assert monitor.unavailable is None or "\n" not in monitor.unavailable
+    assert len(_samplers()) == 1
+    monitor.stop()  # CodeCarbon is still probing the hardware (1-2 s): its process is ended, not waited for
+    assert _samplers() == [] and monitor.reading().joules == {}
+    reason = monitor.unavailable
+    assert reason.endswith("CodeCarbon: the run ended before it measured (it needs 1-2 s to start)")
+    assert "\n" not in reason
+
+
+def test_the_codecarbon_process_holds_no_socket_ignores_ctrl_c_and_gives_a_last_reading_at_stop():
+    with otel_flops.track(serve=True, host="127.0.0.1", port=free_port(), energy_interval=0.5) as tracker:
+        monitor = tracker.session.energy
+        _wait_until(lambda: monitor.unavailable is None, monitor)
+        (sampler,) = _samplers()
+        fds = [os.readlink(f"/proc/{sampler.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{sampler.pid}/fd")]
+        assert not [fd for fd in fds if fd.startswith("socket:")], fds  # /metrics listens in this process only
+        assert sampler.pid not in {p.pid for p in multiprocessing.active_children()}  # not a training worker
+        sampler.send_signal(signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+        at_ctrl_c = monitor.reading().total_joules
+        _wait_until(lambda: monitor.reading().total_joules > at_ctrl_c, monitor)
+        last_in_session = monitor.reading().total_joules
+    assert not sampler.is_running(), "the process outlived its session"
+    assert monitor.reading().total_joules > last_in_session, "stop() took a last measurement"
+    assert monitor.unavailable is None
+
+
+PARENT = textwrap.dedent(
+    """
+    import os, sys, time
+    import otel_flops
+
+    with otel_flops.track(energy_interval=0.5) as tracker:
+        deadline = time.monotonic() + 60
+        while tracker.session.energy.unavailable is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if sys.argv[1] == "fork" and os.fork() == 0:
+            time.sleep(120)  # a forked helper keeps its copy of the pipe to CodeCarbon's process open
+            os._exit(0)
+        print(tracker.session.energy.unavailable, flush=True)
+        time.sleep(120)
+    """
+)
+
+
+@pytest.mark.parametrize("helper", ["none", "fork"])
+def test_the_codecarbon_process_exits_when_its_parent_is_killed(helper):
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, helper], stdout=subprocess.PIPE, text=True)
+    helpers: list[psutil.Process] = []
+    try:
+        assert parent.stdout.readline().strip() == "None", "CodeCarbon never measured"
+        children = psutil.Process(parent.pid).children()
+        (sampler,) = [p for p in children if "otel_flops.energy.codecarbon_process" in p.cmdline()]
+        helpers = [p for p in children if p.pid != sampler.pid]
+        assert len(helpers) == (helper == "fork")
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while _alive(sampler):
+            assert time.monotonic() < deadline, "CodeCarbon's process outlived its SIGKILLed parent"
+            time.sleep(0.05)
+    finally:
+        for process in [*helpers, parent]:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                process.kill()
+
+
+def _samplers() -> list[psutil.Process]:
+    """This process's CodeCarbon processes."""
+    return [p for p in psutil.Process().children() if "otel_flops.energy.codecarbon_process" in p.cmdline()]
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Running and not a zombie (a reparented child waits for its new parent to reap it)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_until(condition, monitor: EnergyMonitor, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, monitor.unavailable
+        _train_until(time.monotonic() + 0.2)
 
 
 def test_no_nvml_says_why_in_one_line():

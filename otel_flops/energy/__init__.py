@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,98 +39,85 @@ STARTING = "energy sources are still starting"
 
 
 class EnergyMonitor:
-    """NVML for GPUs, CodeCarbon for CPU and RAM, started in a background thread and merged.
+    """NVML for GPUs, CodeCarbon for CPU and RAM, merged; no thread of its own in this process.
 
-    Only local rank 0 (or a process with no LOCAL_RANK) measures: the sources measure the whole
-    machine, so a second rank on the same host would count the same joules again. NVML is
-    sampled every ``energy_interval`` seconds; CodeCarbon measures at the same interval itself.
+    NVML's counters are cumulative, so they are read when a reading is asked for. CodeCarbon
+    measures every ``energy_interval`` seconds in a process of its own (``codecarbon_process``)
+    and the latest of its readings is taken from a pipe without waiting. Only local rank 0 (or
+    a process with no LOCAL_RANK) measures: the sources measure the whole machine, so a second
+    rank on the same host would count the same joules again.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.unavailable: str | None = STARTING
         self._sources: list[Any] = []
-        self._nvml: Any = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._ready = threading.Event()
+        self._reasons: list[str] = []
+        self._skipped: str | None = None
+        self._started = False
 
     def start(self) -> None:
-        """Returns at once; the sources start (CodeCarbon takes 1-2 s) in a daemon thread."""
+        """Returns in a few ms: NVML takes its baseline, CodeCarbon's process starts (and then
+        spends 1-2 s probing the hardware on its own)."""
         rank = os.environ.get("LOCAL_RANK", "")
         if rank not in ("", "0"):
-            self.unavailable = f"measured by local rank 0 only (this process has LOCAL_RANK={rank})"
+            self._skipped = f"measured by local rank 0 only (this process has LOCAL_RANK={rank})"
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="otel-flops-energy", daemon=True)
-            try:
-                self._thread.start()
-            except RuntimeError as exc:
-                self._thread = None
-                self.unavailable = f"cannot start the energy thread ({exc})"
+        if self._started:
+            return
+        self._started = True
+        from .codecarbon import CodeCarbonSource
+        from .nvml import NvmlSource
 
-    def _run(self) -> None:
+        nvml = self._try(NvmlSource())
+        self._try(CodeCarbonSource(self.settings.energy_interval, count_gpu=nvml is None))
+        if self._reasons:
+            log.debug("otel-flops: energy sources not used: %s", "; ".join(self._reasons))
+
+    def _try(self, source: Any) -> Any:
+        """Start one source; on failure note why and return None."""
         try:
-            self._start_sources()
-        finally:
-            self._ready.set()
-        while not self._stopping.wait(self.settings.energy_interval):
-            self._sample()
-        self._sample()
+            source.start()
+        except SourceUnavailable as exc:
+            self._reasons.append(f"{source.name}: {exc}")
+            return None
+        except Exception as exc:
+            log.debug("otel-flops: %s failed to start", source.name, exc_info=True)
+            self._reasons.append(f"{source.name}: failed to start ({type(exc).__name__}: {exc})")
+            return None
+        self._sources.append(source)
+        return source
+
+    @property
+    def unavailable(self) -> str | None:
+        """None while any source measures, STARTING while one may still, else every reason in one line."""
+        if self._skipped is not None:
+            return self._skipped
+        if not self._started:
+            return STARTING
+        statuses = [(source.name, source.status) for source in self._sources]
+        if any(status is None for _, status in statuses):
+            return None
+        if any(status == STARTING for _, status in statuses):
+            return STARTING
+        return "; ".join(self._reasons + [f"{name}: {status}" for name, status in statuses])
+
+    def stop(self) -> None:
+        """Takes the last readings (CodeCarbon's within a few seconds); a source still starting is ended."""
         for source in self._sources:
             try:
                 source.stop()
             except Exception:
                 log.debug("otel-flops: %s did not stop cleanly", source.name, exc_info=True)
 
-    def _start_sources(self) -> None:
-        from .codecarbon import CodeCarbonSource
-        from .nvml import NvmlSource
-
-        reasons: list[str] = []
-        self._nvml = self._try(NvmlSource(), reasons)
-        self._try(CodeCarbonSource(self.settings.energy_interval, count_gpu=self._nvml is None), reasons)
-        self.unavailable = None if self._sources else "; ".join(reasons)
-        if reasons:
-            log.debug("otel-flops: energy sources not used: %s", "; ".join(reasons))
-
-    def _try(self, source: Any, reasons: list[str]) -> Any:
-        """Start one source; on failure note why and return None."""
-        if self._stopping.is_set():
-            reasons.append(f"{source.name}: the run ended before it started")
-            return None
-        try:
-            source.start()
-        except SourceUnavailable as exc:
-            reasons.append(f"{source.name}: {exc}")
-            return None
-        except Exception as exc:
-            log.debug("otel-flops: %s failed to start", source.name, exc_info=True)
-            reasons.append(f"{source.name}: failed to start ({type(exc).__name__}: {exc})")
-            return None
-        self._sources.append(source)
-        return source
-
-    def _sample(self) -> None:
-        if self._nvml is not None:
-            try:
-                self._nvml.sample()
-            except Exception:
-                log.debug("otel-flops: NVML sample failed", exc_info=True)
-
-    def stop(self) -> None:
-        """Takes the last readings; if the sources are still starting, they stop once started."""
-        self._stopping.set()
-        if self._thread is not None and self._ready.is_set():
-            self._thread.join(timeout=10)
-        elif self.unavailable == STARTING:
-            self.unavailable = "the run ended before the energy sources started (CodeCarbon needs 1-2 s)"
-
     def reading(self) -> EnergyReading:
-        """The sources' latest cumulative values, merged; cheap, and safe from any thread."""
+        """The sources' cumulative values now, merged; never waits, never raises, safe from any thread."""
         merged = EnergyReading()
-        for source in list(self._sources):
-            latest = source.latest
+        for source in self._sources:
+            try:
+                latest = source.read()
+            except Exception:
+                log.debug("otel-flops: %s could not be read", source.name, exc_info=True)
+                continue
             merged.joules.update(latest.joules)
             merged.watts.update(latest.watts)
             merged.emissions_g += latest.emissions_g

@@ -1,25 +1,33 @@
-"""CPU and RAM energy from CodeCarbon, offline and writing no files.
+"""CPU and RAM energy from CodeCarbon, measured in a process of its own (``codecarbon_process``).
 
-CodeCarbon pushes its cumulative totals to a ``BaseOutput`` handler after every measurement
-(``api_call_interval=1``), so nothing here reads its private state. Its ``start()`` probes the
-hardware for 1-2 s, which is why the monitor calls ``start`` from a background thread.
-
-The ``source`` label says how CodeCarbon got each figure: ``codecarbon-rapl`` (the CPU's own
-energy counters), ``codecarbon-cpu-load`` (a model: TDP x CPU load, what machines without
-readable RAPL get), ``codecarbon-cpu`` (another platform's backend), ``codecarbon-ram-model``
-(an estimate from installed memory), ``codecarbon-gpu`` (only when NVML is not used).
+CodeCarbon in the training process cost CPU-bound steps several percent: its probe and its
+measurements hold the GIL. Here the training process only starts the sampling process (about
+1 ms: no import of CodeCarbon here) and, when metrics are collected or the report is built,
+reads whatever readings the pipe holds without waiting. The process is a plain subprocess, not
+a multiprocessing child: it re-runs no ``__main__``, inherits no listening socket (``close_fds``),
+and is invisible to ``multiprocessing.active_children()``. Its start-up takes about 0.8 s of CPU
+once, then each measurement about 2 ms; a lower priority would not lower that, and would leave
+it starved on a machine whose training threads fill every core.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import select
+import subprocess
 import sys
-from typing import Any
+import threading
+import time
+from pathlib import Path
 
-from . import EnergyReading, SourceUnavailable
+from . import STARTING, EnergyReading, SourceUnavailable
 
-KWH = 3.6e6  # joules
+log = logging.getLogger("otel_flops")
+
+STOP_WAIT_S = 3.0  # the longest stop() waits for the last reading
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class CodeCarbonSource:
@@ -28,88 +36,133 @@ class CodeCarbonSource:
     name = "CodeCarbon"
 
     def __init__(self, interval: float, count_gpu: bool) -> None:
-        self._interval = interval
-        self._count_gpu = count_gpu
-        self._tracker: Any = None
-        self._cpu_source = "codecarbon-cpu"
-        self.latest = EnergyReading()
-        self._updates = 0
+        self._command = [sys.executable, "-m", f"{__package__}.codecarbon_process", repr(interval),
+                         "gpu" if count_gpu else "no-gpu"]
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._pending = b""
+        self._latest = EnergyReading()
+        self._measuring = False
+        self._reason: str | None = None
+        self._stopped = False
 
     def start(self) -> None:
-        """Blocks for CodeCarbon's hardware probe; raises SourceUnavailable with the reason."""
+        """Returns at once (the process imports CodeCarbon and probes the hardware for 1-2 s);
+        raises SourceUnavailable when no process can be started."""
+        if os.name != "posix":
+            raise SourceUnavailable("its sampling process needs a POSIX system")
+        env = {key: value for key, value in os.environ.items() if key != "OTEL_FLOPS_AUTOSTART"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (PACKAGE_ROOT, env.get("PYTHONPATH"))))
         try:
-            from codecarbon import OfflineEmissionsTracker
-            from codecarbon.output_methods.base_output import BaseOutput
-        except ImportError:
-            raise SourceUnavailable("not installed (pip install 'otel-flops[energy]')") from None
-        except Exception as exc:
-            raise SourceUnavailable(f"cannot be imported ({type(exc).__name__}: {exc})") from None
-        source = self
+            self._process = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot start its process ({exc})") from None
+        os.set_blocking(self._process.stdout.fileno(), False)
 
-        class Handler(BaseOutput):
-            def live_out(self, total: Any, delta: Any) -> None:
-                source._update(total, delta)
+    @property
+    def pid(self) -> int | None:
+        """The sampling process's id while it may run."""
+        return self._process.pid if self._process is not None else None
 
-            def out(self, total: Any, delta: Any) -> None:
-                source._update(total, delta)
+    @property
+    def status(self) -> str | None:
+        """None while measuring, STARTING before the first reading, else why it measures nothing."""
+        with self._lock:
+            self._drain()
+            if self._measuring:
+                return None
+            return self._reason or STARTING
 
-        try:
-            level = os.environ.get("CODECARBON_LOG_LEVEL", "error")  # quiet unless asked for
-            logging.getLogger("codecarbon").setLevel(level.upper())
-            self._cpu_source = _cpu_source()
-            self._tracker = OfflineEmissionsTracker(
-                project_name="otel-flops",
-                measure_power_secs=self._interval,
-                api_call_interval=1,
-                output_methods=[],
-                output_handlers=[Handler()],
-                emissions_endpoint=None,  # nothing leaves the machine
-                electricitymaps_api_token=None,
-                allow_multiple_runs=True,  # no lock file
-                log_level=level,
-            )
-            self._tracker.start()  # measures once at once, so a started tracker has called the handler
-        except Exception as exc:
-            raise SourceUnavailable(f"failed to start ({type(exc).__name__}: {exc})") from None
-        if not self._updates:
-            self.stop()
-            raise SourceUnavailable("failed to start (CODECARBON_LOG_LEVEL=warning shows why)")
-
-    def _update(self, total: Any, delta: Any) -> None:
-        """Runs on CodeCarbon's timer thread: swap in a new reading, never raise there."""
-        try:
-            parts = [("cpu", "cpu", self._cpu_source, total.cpu_energy, delta.cpu_energy),
-                     ("ram", "ram", "codecarbon-ram-model", total.ram_energy, delta.ram_energy)]
-            if self._count_gpu and total.gpu_count:
-                parts.append(("gpu", "all", "codecarbon-gpu", total.gpu_energy, delta.gpu_energy))
-            watts = self.latest.watts
-            if delta.duration > 0.1:  # the final call, at stop, may come right after a measurement
-                watts = {(hw, device): d_kwh * KWH / delta.duration for hw, device, _, _, d_kwh in parts}
-            self.latest = EnergyReading(
-                joules={(hw, device, src): kwh * KWH for hw, device, src, kwh, _ in parts},
-                watts=dict(watts),
-                emissions_g=total.emissions * 1000.0,
-            )
-            self._updates += 1
-        except Exception:
-            logging.getLogger("otel_flops").debug("otel-flops: unreadable CodeCarbon data", exc_info=True)
+    def read(self) -> EnergyReading:
+        """The latest cumulative reading the process has sent; never waits."""
+        with self._lock:
+            self._drain()
+            return self._latest
 
     def stop(self) -> None:
-        """CodeCarbon's stop takes a last measurement and hands it to the handler."""
-        tracker, self._tracker = self._tracker, None
-        if tracker is not None:
-            tracker.stop()
+        """Asks for a last reading and waits for it (at most STOP_WAIT_S); a process still
+        starting is ended at once, and the reason says the run was too short."""
+        with self._lock:
+            process, self._process = self._process, None
+            if process is None:
+                return
+            self._drain(process)
+            if self._measuring:
+                self._ask_last_reading(process)
+            elif self._reason is None:
+                self._reason = "the run ended before it measured (it needs 1-2 s to start)"
+            _end(process, wait=self._stopped)
+
+    def _ask_last_reading(self, process: subprocess.Popen) -> None:
+        try:
+            process.stdin.write(b"stop\n")
+            process.stdin.flush()
+        except OSError:
+            return
+        deadline = time.monotonic() + STOP_WAIT_S
+        while not self._stopped and (left := deadline - time.monotonic()) > 0:
+            select.select([process.stdout], [], [], left)
+            if not self._drain(process):
+                return
+        if not self._stopped:
+            log.debug("otel-flops: no last CodeCarbon reading within %s s", STOP_WAIT_S)
+
+    def _drain(self, process: subprocess.Popen | None = None) -> bool:
+        """Reads every complete message the pipe holds; False once the pipe has ended."""
+        process = process or self._process
+        if process is None:
+            return False
+        while True:
+            try:
+                chunk = os.read(process.stdout.fileno(), 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._ended(process)
+                return False
+            *lines, self._pending = (self._pending + chunk).split(b"\n")
+            for line in lines:
+                self._receive(line)
+
+    def _receive(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+            if "joules" in message:
+                self._latest = EnergyReading(
+                    joules={(hw, device, source): float(j) for hw, device, source, j in message["joules"]},
+                    watts={(hw, device): float(w) for hw, device, w in message["watts"]},
+                    emissions_g=float(message["emissions_g"]),
+                )
+                self._measuring = True
+            elif "unavailable" in message:
+                self._reason = str(message["unavailable"])
+            elif message.get("stopped"):
+                self._stopped = True
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.debug("otel-flops: unreadable message from the CodeCarbon process: %r", line[:200])
+
+    def _ended(self, process: subprocess.Popen) -> None:
+        """The process closed its end: a reading stays as it was; no reading at all gets a reason."""
+        if not self._measuring and self._reason is None:
+            code = process.poll()
+            self._reason = "its process ended before measuring" + (f" (exit status {code})" if code else "")
 
 
-def _cpu_source() -> str:
-    """How CodeCarbon will measure the CPU, decided as its own hardware setup decides it."""
-    from codecarbon.core import cpu
-    from codecarbon.core.config import get_hierarchical_config
-
-    if not sys.platform.startswith("linux"):
-        return "codecarbon-cpu"
-    conf = get_hierarchical_config()
-    forced = conf.get("force_cpu_power") or str(conf.get("force_mode_cpu_load", "")).lower() == "true"
-    if not forced and cpu.is_rapl_available():
-        return "codecarbon-rapl"
-    return "codecarbon-cpu-load"
+def _end(process: subprocess.Popen, wait: bool) -> None:
+    """Closes the pipes and reaps the process: after its last reading it gets a moment to exit,
+    otherwise (still starting, or no answer) it is killed."""
+    for pipe in (process.stdin, process.stdout):
+        try:
+            pipe.close()
+        except OSError:
+            pass
+    if wait:
+        try:
+            process.wait(timeout=1.0)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    process.wait()

@@ -1,7 +1,8 @@
 """GPU energy from NVML: each GPU's own cumulative energy counter, the nearest thing to a meter.
 
 ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded) is read at start as a
-baseline and again at each sample; the difference is the run's GPU energy. The GPUs measured
+baseline and again whenever a reading is asked for (metrics collected, report built, stop); the
+difference is the run's GPU energy. The counter is cumulative, so no thread samples it. The GPUs measured
 are those this process can see (``CUDA_VISIBLE_DEVICES`` by index or UUID), labelled
 ``cuda:N`` in that order. NVML numbers GPUs in PCI bus order, so the labels match torch's
 ``cuda:N`` on one-GPU machines and wherever ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; mapping through
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from . import EnergyReading, SourceUnavailable
@@ -25,12 +27,14 @@ class NvmlSource:
     """Cumulative joules and current watts per visible GPU."""
 
     name = "NVML"
+    status: str | None = None  # once started it measures (a GPU whose read fails keeps its last values)
 
     def __init__(self) -> None:
         self._nvml: Any = None
         self._devices: list[tuple[str, Any, int]] = []  # (label, handle, baseline mJ)
         self._failed: set[str] = set()
-        self.latest = EnergyReading()
+        self._lock = threading.Lock()  # a read and stop() may come from two threads
+        self._latest = EnergyReading()
 
     def start(self) -> None:
         """Raises SourceUnavailable, with the reason, where there is no usable GPU energy counter."""
@@ -56,12 +60,19 @@ class NvmlSource:
         except SourceUnavailable:
             self.stop()
             raise
-        self.sample()
+        self.read()
 
-    def sample(self) -> None:
-        """Read every GPU; a GPU whose read fails keeps its last good value (logged once)."""
+    def read(self) -> EnergyReading:
+        """Every GPU's joules since start and watts, read now (after stop: the last reading);
+        a GPU whose read fails keeps its last good values (logged once)."""
+        with self._lock:
+            if self._nvml is not None:
+                self._latest = self._read_now()
+            return self._latest
+
+    def _read_now(self) -> EnergyReading:
         nvml = self._nvml
-        joules, watts = dict(self.latest.joules), dict(self.latest.watts)
+        joules, watts = dict(self._latest.joules), dict(self._latest.watts)
         for label, handle, baseline in self._devices:
             try:
                 joules[("gpu", label, SOURCE)] = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - baseline) / 1000.0
@@ -70,15 +81,18 @@ class NvmlSource:
                 if label not in self._failed:
                     self._failed.add(label)
                     log.warning("otel-flops: NVML read failed on %s (%s); it keeps its last good values", label, exc)
-        self.latest = EnergyReading(joules=joules, watts=watts)
+        return EnergyReading(joules=joules, watts=watts)
 
     def stop(self) -> None:
-        if self._nvml is not None:
+        """Takes the last reading, which read() returns from then on, and releases NVML."""
+        self.read()
+        with self._lock:
+            nvml, self._nvml = self._nvml, None
+        if nvml is not None:
             try:
-                self._nvml.nvmlShutdown()
-            except self._nvml.NVMLError:
+                nvml.nvmlShutdown()
+            except nvml.NVMLError:
                 pass
-            self._nvml = None
 
 
 def _visible_handles(nvml: Any) -> list[Any]:
