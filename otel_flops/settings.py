@@ -5,6 +5,7 @@ A bad value stops start-up with one line that names the variable and the accepte
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -54,11 +55,17 @@ class Settings:
         return {kind: value for kind, value in found.items() if value is not None}
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        """Apply CLI flags that were given (None means 'not given') and re-validate."""
+        """Apply CLI flags and ``track()`` keywords that were given (None means 'not given').
+
+        Raises SettingsError, with one line, for a value the environment would be refused too.
+        """
         given = {k: v for k, v in overrides.items() if v is not None}
         updated = replace(self, **given)
         _check_choice("--mode", updated.mode, MODES)
         _check_port("--port", updated.port)
+        for field, value in given.items():
+            if field in NUMBERS and field != "port":
+                NUMBERS[field].check(f"{field}={value!r}", value)
         return updated
 
 
@@ -74,24 +81,66 @@ def _check_port(name: str, port: int) -> int:
     return port
 
 
-def _number(env: Mapping[str, str], name: str, parse: type, default: Any, minimum: float, strict: bool = False):
+@dataclass(frozen=True)
+class Number:
+    """A numeric setting: its variable and the values it accepts (finite, from ``minimum``,
+    excluded when ``strict``, up to ``maximum``)."""
+
+    variable: str
+    parse: type  # int or float
+    minimum: float
+    strict: bool = False
+    maximum: float = math.inf
+
+    def wanted(self) -> str:
+        """The accepted values, as the fix to suggest."""
+        kind = "a whole number" if self.parse is int else "a finite number"
+        if self.maximum < math.inf:
+            return f"{kind} from {self.minimum:g} to {self.maximum:g}"
+        return f"{kind} {'>' if self.strict else '>='} {self.minimum:g}"
+
+    def parsed(self, raw: str) -> Any:
+        """``raw`` (the variable's text) as a number in range; SettingsError otherwise."""
+        try:
+            value = self.parse(raw)
+        except ValueError:
+            kind = "a whole number" if self.parse is int else "a number"
+            raise SettingsError(f"{self.variable}={raw!r} is not {kind}; set {self.wanted()}") from None
+        return self.check(f"{self.variable}={raw!r}", value)
+
+    def check(self, shown: str, value: Any) -> Any:
+        """``value`` if in range; else SettingsError that starts with ``shown`` (what was given)."""
+        in_range = isinstance(value, (int, float)) and math.isfinite(value) and value <= self.maximum
+        if not (in_range and (value > self.minimum if self.strict else value >= self.minimum)):
+            raise SettingsError(f"{shown} is out of range; set {self.wanted()}")
+        return value
+
+
+# Every numeric setting, by field. Non-finite values (inf, nan) and values past a maximum are
+# refused here, so nothing downstream (a thread's wait, a gauge) ever sees them.
+NUMBERS: dict[str, Number] = {
+    "port": Number("OTEL_EXPORTER_PROMETHEUS_PORT", int, 0, maximum=65535),
+    "op_label_cap": Number("OTEL_FLOPS_OP_LABEL_CAP", int, 1),
+    "model_label_cap": Number("OTEL_FLOPS_MODEL_LABEL_CAP", int, 1),
+    "audit_every": Number("OTEL_FLOPS_AUDIT_EVERY", int, 1),
+    "energy_interval": Number("OTEL_FLOPS_ENERGY_INTERVAL", float, 0.1, maximum=3600),
+    "budget_flops": Number("OTEL_FLOPS_BUDGET_FLOPS", float, 0, strict=True),
+    "budget_bops": Number("OTEL_FLOPS_BUDGET_BOPS", float, 0, strict=True),
+    "budget_joules": Number("OTEL_FLOPS_BUDGET_JOULES", float, 0, strict=True),
+    "peak_flops": Number("OTEL_FLOPS_PEAK_FLOPS", float, 0, strict=True),
+}
+
+
+def _number(env: Mapping[str, str], field: str, default: Any) -> Any:
     """One numeric setting: absent gives the default; unparsable or out of range, one line."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    kind = "a whole number" if parse is int else "a number"
-    wanted = f"{kind} {'>' if strict else '>='} {minimum:g}"
-    try:
-        value = parse(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not {kind}; set {wanted}") from None
-    if not (value > minimum if strict else value >= minimum):
-        raise SettingsError(f"{name}={raw!r} is out of range; set {wanted}")
-    return value
+    number = NUMBERS[field]
+    raw = env.get(number.variable)
+    return default if raw is None or raw == "" else number.parsed(raw)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    return _number(env, name, int, default, minimum)
+def _rank_number(env: Mapping[str, str], variable: str) -> int:
+    raw = env.get(variable)
+    return 0 if raw is None or raw == "" else Number(variable, int, 0).parsed(raw)
 
 
 SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
@@ -115,10 +164,6 @@ def _exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
-def _positive(env: Mapping[str, str], name: str) -> float | None:
-    return _number(env, name, float, None, 0.0, strict=True)
-
-
 def _existing_file(env: Mapping[str, str], name: str) -> str | None:
     path = env.get(name) or None
     if path is not None and not os.path.isfile(path):
@@ -130,7 +175,7 @@ def _rank(env: Mapping[str, str]) -> dict[str, int] | None:
     """torchrun's RANK, LOCAL_RANK and WORLD_SIZE, when this process is one of several ranks."""
     if "WORLD_SIZE" not in env:
         return None
-    values = {key.lower(): _int(env, key, 0) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    values = {key.lower(): _rank_number(env, key) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     return values
 
 
@@ -140,25 +185,25 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         mode=_check_choice("OTEL_FLOPS_MODE", env.get("OTEL_FLOPS_MODE", "steady").lower(), MODES),
         host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost",
-        port=_check_port("OTEL_EXPORTER_PROMETHEUS_PORT", _int(env, "OTEL_EXPORTER_PROMETHEUS_PORT", 9464)),
+        port=_number(env, "port", 9464),
         op_label=_check_choice("OTEL_FLOPS_OP_LABEL", env.get("OTEL_FLOPS_OP_LABEL", "none").lower(), OP_LABELS),
-        op_label_cap=_int(env, "OTEL_FLOPS_OP_LABEL_CAP", 50, minimum=1),
-        model_label_cap=_int(env, "OTEL_FLOPS_MODEL_LABEL_CAP", 20, minimum=1),
+        op_label_cap=_number(env, "op_label_cap", 50),
+        model_label_cap=_number(env, "model_label_cap", 20),
         report=env.get("OTEL_FLOPS_REPORT") or None,
-        audit_every=_int(env, "OTEL_FLOPS_AUDIT_EVERY", 1000, minimum=1),
+        audit_every=_number(env, "audit_every", 1000),
         energy=_switch(env, "OTEL_FLOPS_ENERGY", True),
-        energy_interval=_number(env, "OTEL_FLOPS_ENERGY_INTERVAL", float, 2.0, 0.1),
+        energy_interval=_number(env, "energy_interval", 2.0),
         sklearn=_switch(env, "OTEL_FLOPS_SKLEARN", True),
         exporters=_exporters(env),
         budget_name=env.get("OTEL_FLOPS_BUDGET_NAME") or "default",
-        budget_flops=_positive(env, "OTEL_FLOPS_BUDGET_FLOPS"),
-        budget_bops=_positive(env, "OTEL_FLOPS_BUDGET_BOPS"),
-        budget_joules=_positive(env, "OTEL_FLOPS_BUDGET_JOULES"),
+        budget_flops=_number(env, "budget_flops", None),
+        budget_bops=_number(env, "budget_bops", None),
+        budget_joules=_number(env, "budget_joules", None),
         tls_cert=_existing_file(env, "OTEL_FLOPS_TLS_CERT"),
         tls_key=_existing_file(env, "OTEL_FLOPS_TLS_KEY"),
         tls_client_ca=_existing_file(env, "OTEL_FLOPS_TLS_CLIENT_CA"),
         rank=_rank(env),
-        peak_flops=_positive(env, "OTEL_FLOPS_PEAK_FLOPS"),
+        peak_flops=_number(env, "peak_flops", None),
         alpha_profile=_existing_file(env, "OTEL_FLOPS_ALPHA_PROFILE"),
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):

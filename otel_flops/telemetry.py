@@ -106,19 +106,25 @@ class Telemetry:
 
     def _prometheus_reader(self) -> Any:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
+
+        from . import metrics_server
 
         settings = self._settings
         registry = CollectorRegistry()
         reader = PrometheusMetricReader(registry=registry)
         host, port = settings.host, settings.port + settings.local_rank if settings.port else 0
-        tls = {}
-        if settings.tls_cert:
-            tls = {"certfile": settings.tls_cert, "keyfile": settings.tls_key}
-            if settings.tls_client_ca:
-                tls.update(client_cafile=settings.tls_client_ca, client_auth_required=True)
+        tls = None
         try:
-            self._server, _ = start_http_server(port, addr=host, registry=registry, **tls)
+            if settings.tls_cert:
+                tls = metrics_server.tls_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        except OSError as exc:  # ssl.SSLError too: a key that does not match, a file that is no PEM
+            log.error("otel-flops: cannot use the TLS files %s, %s (%s); fix OTEL_FLOPS_TLS_CERT and "
+                      "OTEL_FLOPS_TLS_KEY. Counting goes on without the endpoint.",
+                      settings.tls_cert, settings.tls_key, exc.strerror or exc)
+            return reader
+        try:
+            self._server = metrics_server.serve(host, port, registry, tls)
         except OSError as exc:
             log.error(
                 "otel-flops: cannot serve /metrics on %s:%s (%s); set OTEL_EXPORTER_PROMETHEUS_PORT or "

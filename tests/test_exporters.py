@@ -89,7 +89,8 @@ def test_otlp_http_push_equals_the_report(tmp_path):
     assert "s3cr3t" not in result.stdout + result.stderr + report.read_text()
 
 
-def _self_signed(tmp_path):
+def self_signed(tmp_path):
+    """A self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
@@ -100,7 +101,7 @@ def _self_signed(tmp_path):
 
 
 def test_tls_scrape_with_the_ca_succeeds_and_plain_http_fails(tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     port = free_port()
     with otel_flops.track(serve=True, host="127.0.0.1", port=port, tls_cert=str(cert), tls_key=str(key),
                           energy=False) as tracker:
@@ -132,6 +133,16 @@ def test_budgets_are_gauges_with_their_name():
         ("OTEL_FLOPS_BUDGET_FLOPS", "lots", "OTEL_FLOPS_BUDGET_FLOPS='lots' is not a number"),
         ("OTEL_FLOPS_TLS_CERT", "/nonexistent.pem", "OTEL_FLOPS_TLS_CERT='/nonexistent.pem' is not a readable file"),
         ("OTEL_FLOPS_ENERGY", "maybe", "OTEL_FLOPS_ENERGY='maybe' is not valid; use one of: on, off"),
+        ("OTEL_FLOPS_ENERGY_INTERVAL", "inf", "OTEL_FLOPS_ENERGY_INTERVAL='inf' is out of range; set a finite number "
+                                              "from 0.1 to 3600"),
+        ("OTEL_FLOPS_ENERGY_INTERVAL", "1e300", "OTEL_FLOPS_ENERGY_INTERVAL='1e300' is out of range"),
+        ("OTEL_FLOPS_ENERGY_INTERVAL", "nan", "OTEL_FLOPS_ENERGY_INTERVAL='nan' is out of range"),
+        ("OTEL_FLOPS_ENERGY_INTERVAL", "-2", "OTEL_FLOPS_ENERGY_INTERVAL='-2' is out of range"),
+        ("OTEL_FLOPS_PEAK_FLOPS", "inf", "OTEL_FLOPS_PEAK_FLOPS='inf' is out of range; set a finite number > 0"),
+        ("OTEL_FLOPS_AUDIT_EVERY", "1e3", "OTEL_FLOPS_AUDIT_EVERY='1e3' is not a whole number; "
+                                          "set a whole number >= 1"),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "70000", "OTEL_EXPORTER_PROMETHEUS_PORT='70000' is out of range; "
+                                                   "set a whole number from 0 to 65535"),
     ],
 )
 def test_bad_settings_fail_at_start_with_one_line(tmp_path, variable, value, expected):
@@ -141,3 +152,11 @@ def test_bad_settings_fail_at_start_with_one_line(tmp_path, variable, value, exp
                             capture_output=True, text=True, timeout=60, env={**os.environ, variable: value})
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and expected in result.stderr
+    assert "should not run" not in result.stdout
+
+
+def test_track_refuses_a_non_finite_interval_before_starting():
+    with pytest.raises(otel_flops.SettingsError, match=r"energy_interval=inf is out of range"):
+        otel_flops.track(energy_interval=float("inf"))
+    with otel_flops.track(energy=False) as tracker:  # nothing was left running by the refused call
+        assert tracker.session.settings.energy_interval == 2.0
