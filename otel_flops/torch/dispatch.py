@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _get_dispatch_stack_at
 
 from ..alpha import terms as alpha_terms
 from ..ledger import CountKey, Ledger, Totals
@@ -22,6 +22,8 @@ log = logging.getLogger("otel_flops")
 
 FRAMEWORK = "torch"
 _current_autograd_node = torch._C._current_autograd_node
+_stack_len = torch._C._len_torch_dispatch_stack
+_stack_at = _get_dispatch_stack_at
 ALPHA_FAMILIES = ("conv", "matmul")
 
 
@@ -43,14 +45,26 @@ class CountingMode(TorchDispatchMode):
         self._dtypes: dict[Any, tuple[str, int]] = {}
         self._devices: dict[Any, str] = {}
         self._logged: set[str] = set()
+        self.paused = 0  # > 0 inside a compiled graph, whose work is credited from the graph (compiled.py)
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        """Let Dynamo compile under this mode (it skips a frame for good under any other mode)."""
+        return True
+
+    @property
+    def tracker(self) -> PhaseTracker:
+        return self._phases
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.paused:
+            return out
         try:
             self._count(func, args, kwargs, out)
         except Exception:
-            self._contain(func)
+            self.contain(_op_name(func))
         return out
 
     def _rule(self, func: Any) -> tuple[str, str, RuleFn, Any] | None:
@@ -104,13 +118,22 @@ class CountingMode(TorchDispatchMode):
             label = self._devices[device] = str(device)
             return label
 
-    def _contain(self, func: Any) -> None:
-        op = _op_name(func)
+    def contain(self, op: str) -> None:
+        """Count and log (once per op) a failure of our own; the user's work goes on."""
         self.sink.add_error(op)
         if op not in self._logged:
             self._logged.add(op)
             log.warning("otel-flops: counting %s failed; the op ran normally and is listed under errors", op,
                         exc_info=True)
+
+
+def counting_mode() -> CountingMode | None:
+    """The innermost counting mode on this thread's dispatch stack, if any."""
+    for i in range(_stack_len() - 1, -1, -1):
+        mode = _stack_at(i)
+        if isinstance(mode, CountingMode):
+            return mode
+    return None
 
 
 def _widest_operand(args: tuple, out: Any) -> torch.Tensor | None:

@@ -1,0 +1,266 @@
+"""torch.compile: count compiled graphs from the graphs themselves, and leave their code compiled.
+
+A dispatch mode over a compiled frame would make Dynamo skip that frame for good, so the counting
+mode declares ``ignore_compile_internals`` and Dynamo compiles under it. At run time the mode
+would then see only what Inductor does not fuse (its extern ``mm``/``addmm`` calls), so it is
+paused inside every compiled graph, and the graph's work is credited instead from a count of
+the graph made once per input signature:
+
+- Dynamo hands each graph to its backend through ``OutputGraph.call_user_compiler``; while a
+  session is active that call is wrapped, and the compiled function it returns is wrapped in
+  ``CompiledGraph`` (the artifact itself is untouched: CUDA graphs and Triton kernels run as
+  they were built).
+- The first time a graph runs with the counting mode on, its FX graph (Dynamo's, made of the
+  same torch calls the eager code made) is run once on fake tensors of the real inputs' shapes
+  under a counting mode of its own: forward, then ``autograd.grad`` of every output that needs
+  a gradient. So the counts are eager's, op by op, forward and backward apart, at no cost to
+  the device. Dynamic shapes get one count per concrete signature.
+- Each run then credits the forward counts, with the phase, model and explicit phase in force
+  at the call; the backward counts are credited when the graph's backward node has run.
+
+In steady mode a graph's credit lands in the segment being recorded, so replays carry it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import operator
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn.modules.loss import _Loss
+
+from ..ledger import CountKey, Ledger, Totals
+from .dispatch import CountingMode, counting_mode
+from .phases import BACKWARD, LOSS, OPTIMIZER, PhaseTracker
+
+log = logging.getLogger("otel_flops")
+
+OUTSIDE = "outside-modules"  # a replayed op outside every module: its phase is the caller's
+BACKWARD_NODE = "CompiledFunctionBackward"
+_Counts = dict[CountKey, Totals]
+
+
+class _PhaseInterpreter(torch.fx.Interpreter):
+    """Runs a Dynamo graph node by node as eager ran it, telling the tracker which module each
+    node came from."""
+
+    def __init__(self, gm: torch.fx.GraphModule, tracker: PhaseTracker) -> None:
+        super().__init__(gm)
+        self.tracker = tracker
+        self.unpacked = _unpackings(gm.graph)
+        self.unbound: dict[torch.fx.Node, tuple[torch.Tensor, ...]] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        stack = n.meta.get("nn_module_stack") or {}
+        classes = [entry[1] for entry in stack.values()]
+        tracker = self.tracker
+        tracker.loss_depth = int(any(isinstance(c, type) and issubclass(c, _Loss) for c in classes))
+        tracker.module_bits = [None] if stack else []
+        if n in self.unpacked:
+            return self._unpack(n)
+        return super().run_node(n)
+
+    def _unpack(self, n: torch.fx.Node) -> torch.Tensor:
+        """``a, b, c = t`` iterates ``t``: eager runs one ``unbind`` (whose backward is a
+        ``stack``); Dynamo writes one ``t[i]`` per name (whose backwards are summed)."""
+        source, index = n.args
+        if source not in self.unbound:
+            self.unbound[source] = torch.unbind(self.env[source])
+        return self.unbound[source][index]
+
+
+def _unpackings(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The ``t[i]`` nodes that stand for iterating a tensor: every index of its first dimension,
+    taken on one source line (the ``UNPACK_SEQUENCE`` of ``a, b, c = t``)."""
+    groups: dict[tuple, list[torch.fx.Node]] = {}
+    for n in graph.find_nodes(op="call_function", target=operator.getitem):
+        source, index = n.args
+        if isinstance(index, int) and isinstance(source, torch.fx.Node):
+            groups.setdefault((source, n.meta.get("stack_trace")), []).append(n)
+    out: set[torch.fx.Node] = set()
+    for (source, _), nodes in groups.items():
+        value = source.meta.get("example_value")
+        if isinstance(value, torch.Tensor) and value.dim() and sorted(n.args[1] for n in nodes) == list(
+            range(int(value.shape[0]))
+        ):
+            out.update(nodes)
+    return out
+
+
+def measure(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _Counts]:
+    """Forward and backward counts of ``gm`` on inputs shaped like ``args``, under the grad mode
+    and autocast state in force. Ops with no module of their own get the phase ``OUTSIDE``."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)  # graphs may hold real constants
+    fakes = [fake_mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+    forward = Ledger()
+    tracker = PhaseTracker(forward)
+    tracker.stage = OUTSIDE
+    tracker.root_grad = torch.is_grad_enabled()  # graphs are compiled per grad mode
+    counting = CountingMode(forward, tracker)
+    with fake_mode, counting:
+        out = _PhaseInterpreter(gm, tracker).run(*fakes)
+        tracker.reset()
+        tracker.stage = OUTSIDE
+        outputs = [o for o in _flat_tensors(out) if o.requires_grad]
+        inputs = [f for f in fakes if isinstance(f, torch.Tensor) and f.requires_grad]
+        backward = Ledger()
+        if outputs and inputs:
+            counting.sink = Ledger()  # the grad outputs' allocation is not the graph's work
+            grads = [torch.ones_like(o) for o in outputs]
+            counting.sink = backward
+            torch.autograd.grad(outputs, inputs, grads, allow_unused=True)
+    return dict(forward.items()), dict(backward.items())
+
+
+def _flat_tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat_tensors(v)]
+    return []
+
+
+class CompiledGraph:
+    """A backend's compiled function, called exactly as before, with its work credited."""
+
+    def __init__(self, gm: torch.fx.GraphModule, compiled: Any) -> None:
+        self.gm = gm
+        self.compiled = compiled
+        # Inputs whose shapes are symbolic (dynamic=True, or Dynamo's automatic dynamic shapes):
+        # only they make one run's work differ from another's.
+        self.dynamic = [i for i, node in enumerate(gm.graph.find_nodes(op="placeholder"))
+                        if _symbolic(node.meta.get("example_value"))]
+        self.counts: dict[tuple, tuple[_Counts, _Counts]] = {}
+
+    def signature(self, args: tuple) -> tuple:
+        return tuple(
+            (tuple(args[i].shape) if isinstance(args[i], torch.Tensor) else args[i]) for i in self.dynamic
+        ) + (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+
+    def run(self, *args: Any) -> Any:
+        """Dynamo's generated code calls this in place of the compiled function."""
+        mode = counting_mode()
+        if mode is None:
+            return self.compiled(*args)
+        mode.paused += 1
+        try:
+            counts = self._counts(mode, args)
+            out = self.compiled(*args)
+        finally:
+            mode.paused -= 1
+        if counts is not None:
+            try:
+                self._credit(mode, counts, out)
+            except Exception:
+                mode.contain("torch.compile graph")
+        return out
+
+    def _counts(self, mode: CountingMode, args: tuple) -> tuple[_Counts, _Counts] | None:
+        try:
+            key = self.signature(args)
+            counts = self.counts.get(key)
+            if counts is None:
+                counts = self.counts[key] = measure(self.gm, list(args))
+            return counts
+        except Exception:
+            mode.contain("torch.compile graph")
+            return None
+
+    def _credit(self, mode: CountingMode, counts: tuple[_Counts, _Counts], out: Any) -> None:
+        forward, backward = counts
+        tracker = mode.tracker
+        sink = mode.sink
+        for key, totals in forward.items():
+            sink.add_totals(key._replace(phase=_caller_phase(key, tracker), model=tracker.model), totals)
+        if backward:
+            node = _backward_node(out)
+            if node is None:
+                return
+            model = tracker.model
+            node.register_prehook(functools.partial(_pause, mode))
+            node.register_hook(functools.partial(_credit_backward, mode, backward, model))
+
+
+def _caller_phase(key: CountKey, tracker: PhaseTracker) -> str:
+    """The phase eager would have given this op, from the replay's phase and the caller's state."""
+    if key.family == "loss":
+        return LOSS
+    if tracker.explicit:
+        return tracker.explicit[-1]
+    if tracker.optimizer_depth:
+        return OPTIMIZER
+    return tracker.current() if key.phase == OUTSIDE else key.phase
+
+
+def _backward_node(out: Any) -> Any:
+    for tensor in _flat_tensors(out):
+        node = tensor.grad_fn
+        for candidate in (node, *(n for n, _ in getattr(node, "next_functions", ()))):
+            if candidate is not None and candidate.name() == BACKWARD_NODE:
+                return candidate
+    return None
+
+
+def _pause(mode: CountingMode, grad_outputs: Any) -> None:
+    mode.paused += 1
+
+
+def _credit_backward(mode: CountingMode, counts: _Counts, model: str, grad_inputs: Any, grad_outputs: Any) -> None:
+    mode.paused -= 1
+    for key, totals in counts.items():
+        mode.sink.add_totals(key._replace(phase=BACKWARD, model=model), totals)
+
+
+def _symbolic(value: Any) -> bool:
+    if isinstance(value, torch.SymInt):
+        return True
+    return isinstance(value, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in value.shape)
+
+
+def _wrap_compiler(call_user_compiler: Any) -> Any:
+    @functools.wraps(call_user_compiler)
+    def counted_compiler(self: Any, gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+        compiled = call_user_compiler(self, gm, example_inputs)
+        try:
+            graph = CompiledGraph(gm, compiled)
+        except Exception:
+            log.warning("otel-flops: cannot follow a torch.compile graph; its work is not counted", exc_info=True)
+            return compiled
+        return graph.run
+
+    counted_compiler.otel_flops = True  # type: ignore[attr-defined]
+    return counted_compiler
+
+
+# torch warns that global module hooks also fire on the OptimizedModule wrapper; ours know it.
+HOOK_WARNING = "Using `torch.compile(module)` when there are global hooks"
+
+
+def install() -> list[Callable[[], None]]:
+    """Wrap Dynamo's backend call for this session; returns the undos (none when this torch has
+    no such call: then compiled graphs are counted only by what the mode sees of them)."""
+    try:
+        from torch._dynamo.output_graph import OutputGraph
+    except ImportError:
+        return []
+    original = getattr(OutputGraph, "call_user_compiler", None)
+    if original is None or getattr(original, "otel_flops", False):
+        return []
+    OutputGraph.call_user_compiler = _wrap_compiler(original)
+    warnings.filterwarnings("ignore", message=re.escape(HOOK_WARNING))
+    ignored = warnings.filters[0]
+
+    def undo() -> None:
+        OutputGraph.call_user_compiler = original
+        with contextlib.suppress(ValueError):
+            warnings.filters.remove(ignored)
+
+    return [undo]
