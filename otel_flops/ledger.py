@@ -87,6 +87,11 @@ class Ledger:
         self.errors: Counter[str] = Counter()
         self._steps = 0
 
+    @property
+    def root(self) -> Ledger:
+        """The ledger this one writes through to in the end: the session's."""
+        return self._mirror.root if self._mirror is not None else self
+
     def add(self, key: CountKey, flops: int, bops: int, calls: int = 1, comm_bytes: int = 0) -> None:
         with self._lock:
             totals = self._totals.get(key)

@@ -104,7 +104,8 @@ ATTRIBUTE_PROBES: list[Callable[[Any], Any]] = [
     _quant_type_bits,
 ]
 
-def _marker_bits(cls_name: str) -> int | None:
+def marker_bits(cls_name: str) -> int | None:
+    """Bits a quantized module class declares by its name (``Linear4bit``: 4), or None."""
     for marker, bits in CLASS_MARKERS.items():
         if marker in cls_name:
             return bits
@@ -121,7 +122,7 @@ def _attribute_bits(module: Any) -> int | None:
 
 def module_bits(module: Any) -> int | None:
     """Bits a module's class marker or configuration declares, or None for an ordinary module."""
-    bits = _marker_bits(type(module).__name__)
+    bits = marker_bits(type(module).__name__)
     if bits is not None:
         return bits
     return _attribute_bits(module)

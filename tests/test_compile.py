@@ -165,6 +165,27 @@ def test_recompiled_shapes_get_their_own_counts(grad_mode) -> None:
         assert report["phases"]["inference"]["flops"] == per_row * sum(batches)
 
 
+class Linear4bit(nn.Linear):
+    """Named as bitsandbytes' 4-bit layer: the precision resolver's class marker gives 4 bits."""
+
+
+def test_quantized_class_marker_holds_inside_compiled_graphs() -> None:
+    def train(run, model) -> dict:
+        with otel_flops.track(run, mode="full", energy=False) as tracker:
+            for _ in range(2):
+                run(torch.randn(4, 8)).sum().backward()
+                model.zero_grad()
+            return tracker.report()
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), Linear4bit(8, 4))
+    eager, compiled = train(model, model), train(torch.compile(model), model)
+    assert compiled["phases"] == eager["phases"]
+    assert compiled["by_op"]["aten.mm"]["bops"] == eager["by_op"]["aten.mm"]["bops"]
+    assert eager["phases"]["forward"]["bops"] < 32 * eager["phases"]["forward"]["flops"]  # 4 bits took hold
+
+
 def test_graph_count_draws_no_random_numbers_and_needs_no_device_work() -> None:
     """Counting a graph runs it on fake tensors: dropout's generator is left where it was."""
     gm = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)))

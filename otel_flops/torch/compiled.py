@@ -36,6 +36,7 @@ import torch
 from torch.nn.modules.loss import _Loss
 
 from ..ledger import CountKey, Ledger, Totals
+from ..precision import marker_bits
 from .dispatch import CountingMode, counting_mode
 from .phases import BACKWARD, LOSS, OPTIMIZER, PhaseTracker
 
@@ -61,10 +62,17 @@ class _PhaseInterpreter(torch.fx.Interpreter):
         classes = [entry[1] for entry in stack.values()]
         tracker = self.tracker
         tracker.loss_depth = int(any(isinstance(c, type) and issubclass(c, _Loss) for c in classes))
-        tracker.module_bits = [None] if stack else []
-        if n in self.unpacked:
-            return self._unpack(n)
-        return super().run_node(n)
+        # A quantized module's class marker holds inside a compiled graph too (its attributes,
+        # read from the module object in eager, are not in the graph).
+        bits = None
+        for c in classes:
+            bits = (marker_bits(c.__name__) if isinstance(c, type) else None) or bits
+        tracker.module_bits = [bits] if stack else []
+        out = self._unpack(n) if n in self.unpacked else super().run_node(n)
+        if bits is not None and torch.is_grad_enabled():
+            inputs = [self.env[a] for a in n.all_input_nodes if a in self.env]
+            tracker._mark_backward(inputs, out, bits)
+        return out
 
     def _unpack(self, n: torch.fx.Node) -> torch.Tensor:
         """``a, b, c = t`` iterates ``t``: eager runs one ``unbind`` (whose backward is a
