@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import instrument, uninstrument
+from . import instrument, signals, uninstrument
 from .settings import SettingsError, load
 
 log = logging.getLogger("otel_flops")
@@ -42,6 +42,11 @@ def report_path(path: str, rank: dict[str, int] | None) -> str:
 
 def start() -> None:
     """Never lets an internal failure reach the user's program; a bad setting stops start-up."""
+    try:
+        signals.tell_parent()
+    except (OSError, ValueError) as exc:
+        log.warning("otel-flops: cannot tell `otel-flops run` which signals the program caught (%s); "
+                    "a signal sent to its whole process group may reach the program twice", exc)
     if not _should_count():
         return
     os.environ["OTEL_FLOPS_OWNER"] = str(os.getpid())
@@ -60,14 +65,21 @@ def start() -> None:
     except Exception:
         log.exception("otel-flops: could not start counting; the program runs uninstrumented")
         return
-    atexit.register(_finish, session, report_path(settings.report, settings.rank) if settings.report else None)
+    path = report_path(settings.report, settings.rank) if settings.report else None
+    atexit.register(_finish, session, path)
+    signals.report_on_signals(lambda: _finish(session, path))
 
 
 def _finish(session, path: str | None) -> None:
-    """Stop first: the energy sources take their last reading as they stop."""
+    """Stop first: the energy sources take their last reading as they stop. Runs at exit, or on
+    the signal that ends the program; a report that cannot be written is one line, no traceback."""
+    atexit.unregister(_finish)
     try:
         uninstrument()
         if path:
             session.report().save(path)
+    except OSError as exc:
+        print(f"otel-flops: cannot write the report to {exc.filename or path} ({exc.strerror or exc})",
+              file=sys.stderr)
     except Exception:
         log.exception("otel-flops: could not write the report")

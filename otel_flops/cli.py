@@ -6,12 +6,12 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from . import report as report_mod
+from . import signals
 from .compare import CompareError
 from .settings import SettingsError, load
 from .stack import StackError
@@ -194,38 +194,77 @@ def _port(text: str) -> int:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The script's exit code; when a signal kills the script, this process ends by the same one."""
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("run needs a command after --, e.g. otel-flops run -- python train.py")
     settings = load().with_overrides(port=args.port, host=args.host, mode=args.mode)
-    report_path = Path(args.report or tempfile.mkstemp(prefix="otel-flops-", suffix=".json")[1]).resolve()
-    report_path.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env.pop("OTEL_FLOPS_OWNER", None)
-    env.update(
-        OTEL_FLOPS_AUTOSTART="1",
-        OTEL_FLOPS_REPORT=str(report_path),
-        OTEL_FLOPS_MODE=settings.mode,
-        OTEL_EXPORTER_PROMETHEUS_HOST=settings.host,
-        OTEL_EXPORTER_PROMETHEUS_PORT=str(settings.port),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(BOOTSTRAP), env.get("PYTHONPATH")])),
-    )
+    destination = Path(args.report).resolve() if args.report else None
+    reason = destination and _unwritable(destination)
+    if reason:
+        print(f"otel-flops: cannot write the report to {destination} ({reason}); the script runs and the table "
+              "is printed, but no report file is kept", file=sys.stderr)
+        destination = None
     if cmd[0] in ("python", "python3"):
         cmd = [sys.executable, *cmd[1:]]
+    with tempfile.TemporaryDirectory(prefix="otel-flops-", ignore_cleanup_errors=True) as scratch:
+        report_path = Path(scratch) / "report.json"  # the script writes here; copied to --report after
+        env = dict(os.environ)
+        env.pop("OTEL_FLOPS_OWNER", None)
+        env.update(
+            OTEL_FLOPS_AUTOSTART="1",
+            OTEL_FLOPS_REPORT=str(report_path),
+            OTEL_FLOPS_MODE=settings.mode,
+            OTEL_EXPORTER_PROMETHEUS_HOST=settings.host,
+            OTEL_EXPORTER_PROMETHEUS_PORT=str(settings.port),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(BOOTSTRAP), env.get("PYTHONPATH")])),
+        )
+        try:
+            code = signals.run(cmd, env)
+        except OSError as exc:
+            print(f"otel-flops: cannot run {cmd[0]}: {exc.strerror or exc}", file=sys.stderr)
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+        _deliver(report_path, destination)
+    return signals.exit_status(code)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a report cannot be written to ``path``, or None; checked before the script starts
+    (the write itself can still fail, e.g. on a full disk, and says so then)."""
+    existed = path.exists()
     try:
-        code = subprocess.call(cmd, env=env)
-    except FileNotFoundError:
-        print(f"otel-flops: command not found: {cmd[0]}", file=sys.stderr)
-        return 127
-    ranks = sorted(report_path.parent.glob(f"{report_path.stem}.rank*.json"))
-    reports = [report_path] if report_path.exists() else ranks
-    for path in reports:
-        print(report_mod.table(json.loads(path.read_text())), file=sys.stderr)
-        if args.report is None:
-            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
+    except (FileExistsError, NotADirectoryError):
+        return "a parent of it is not a directory"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        path.unlink()
+    return None
+
+
+def _deliver(written: Path, destination: Path | None) -> None:
+    """Print each report the script wrote (one per rank under torchrun) and copy it to ``destination``."""
+    ranks = sorted(written.parent.glob(f"{written.stem}.rank*.json"))
+    reports = [written] if written.exists() else ranks
     if not reports:
         print("otel-flops: the program wrote no report (it did not start torch counting)", file=sys.stderr)
-    return code
+    for path in reports:
+        text = path.read_text()
+        try:
+            print(report_mod.table(json.loads(text)), file=sys.stderr)
+        except (ValueError, KeyError) as exc:
+            print(f"otel-flops: the report {path.name} is incomplete ({exc})", file=sys.stderr)
+        if destination is None:
+            continue
+        target = destination.with_name(destination.stem + path.stem[len(written.stem):] + destination.suffix)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        except OSError as exc:
+            print(f"otel-flops: cannot write the report to {target} ({exc.strerror or exc}); the table above is "
+                  "all that is kept", file=sys.stderr)
 
 
 def _stack(args: argparse.Namespace) -> int:

@@ -1,0 +1,158 @@
+"""`otel-flops run` on real subprocesses and real signals: the script ends as it would bare, the
+exit status is the script's, the report is still written, and a report path that cannot be
+written is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import wait_for_file
+
+CLI = [sys.executable, "-m", "otel_flops.cli", "run"]
+
+TRAIN_UNTIL_STOPPED = textwrap.dedent(
+    """
+    import pathlib, signal, sys, time
+    import torch
+    from torch import nn
+
+    if "--handler" in sys.argv:
+        def stop(signum, frame):
+            print("got", signal.Signals(signum).name, flush=True)
+            sys.exit(7)
+        signal.signal(signal.SIGTERM, stop)
+    model = nn.Linear(8, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = 0
+    while True:
+        opt.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        opt.step()
+        step += 1
+        if step == 3:
+            pathlib.Path(sys.argv[-1]).touch()
+        time.sleep(0.01)
+    """
+)
+
+SEND = {
+    "alone": lambda pid, signum: os.kill(pid, signum),  # what a container runtime does to PID 1
+    "group": lambda pid, signum: os.killpg(pid, signum),  # a shell's kill of the job, a Ctrl-C
+}
+
+
+def _signalled(cmd: list[str], tmp: Path, how: str, signum: int) -> subprocess.CompletedProcess:
+    """Start ``cmd`` as its own process group, wait until the script has trained 3 steps, signal it."""
+    ready = tmp / "ready"
+    ready.unlink(missing_ok=True)
+    env = {**os.environ, "OTEL_FLOPS_ENERGY": "off", "TMPDIR": str(tmp / "tmp")}
+    proc = subprocess.Popen([*cmd, str(ready)], env=env, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_file(ready, proc)
+        SEND[how](proc.pid, signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize(
+    "signum, how, handler, status",
+    [
+        (signal.SIGTERM, "alone", False, -signal.SIGTERM),
+        (signal.SIGTERM, "group", False, -signal.SIGTERM),
+        (signal.SIGINT, "group", False, -signal.SIGINT),
+        (signal.SIGTERM, "alone", True, 7),
+        (signal.SIGTERM, "group", True, 7),
+    ],
+    ids=["term-alone", "term-group", "int-group", "term-alone-own-handler", "term-group-own-handler"],
+)
+def test_a_signalled_script_ends_as_bare_and_its_report_is_written(tmp_path, signum, how, handler, status):
+    script, report = tmp_path / "train.py", tmp_path / "report.json"
+    script.write_text(TRAIN_UNTIL_STOPPED)
+    (tmp_path / "tmp").mkdir()
+    args = [str(script), *(["--handler"] if handler else [])]
+    bare = _signalled([sys.executable, *args], tmp_path, how, signum)
+    run = _signalled([*CLI, "--report", str(report), "--port", "0", "--", "python", *args], tmp_path, how, signum)
+    assert (run.returncode, run.stdout) == (bare.returncode, bare.stdout) == (status, "got SIGTERM\n" * handler)
+    assert json.loads(report.read_text())["steps"] >= 3
+    assert "otel-flops report" in run.stderr
+    assert not [line for line in run.stderr.splitlines() if line.startswith("  File") and "otel_flops" in line]
+    assert ("KeyboardInterrupt" in run.stderr) == ("KeyboardInterrupt" in bare.stderr)
+    assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("otel-flops")]
+
+
+EXITS_3 = "import sys, torch\ntorch.ones(2) + 1\nprint('ran')\nsys.exit(3)\n"
+
+
+def _unwritable(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    if kind == "parent-is-a-file":
+        (tmp_path / "file").write_text("")
+        return tmp_path / "file" / "report.json", "a parent of it is not a directory"
+    if kind == "a-directory":
+        return tmp_path, "Is a directory"
+    return Path("/dev/full"), "No space left on device"
+
+
+@pytest.mark.parametrize("kind", ["parent-is-a-file", "a-directory", "full-disk"])
+def test_an_unwritable_report_path_is_one_line_and_the_script_runs(tmp_path, kind):
+    script = tmp_path / "exits3.py"
+    script.write_text(EXITS_3)
+    path, reason = _unwritable(tmp_path, kind)
+    result = subprocess.run([*CLI, "--report", str(path), "--port", "0", "--", "python", str(script)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "OTEL_FLOPS_ENERGY": "off"})
+    assert (result.returncode, result.stdout) == (3, "ran\n")
+    lines = [line for line in result.stderr.splitlines() if "cannot write the report" in line]
+    assert len(lines) == 1 and f"to {path} ({reason})" in lines[0], result.stderr
+    assert "otel-flops report" in result.stderr and "Traceback" not in result.stderr
+
+
+def _read_only_mount_works(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(probe)],
+        capture_output=True).returncode == 0
+
+
+def test_a_report_path_on_a_read_only_filesystem_is_one_line(tmp_path):
+    if not _read_only_mount_works(tmp_path):
+        pytest.skip("needs `unshare --user --mount` to mount a read-only tmpfs")
+    script, mount = tmp_path / "exits3.py", tmp_path / "ro"
+    script.write_text(EXITS_3)
+    mount.mkdir()
+    inner = " ".join([*CLI, "--report", f"{mount}/report.json", "--port", "0", "--", "python", str(script)])
+    result = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+         f"mount -t tmpfs -o ro tmpfs {mount} && exec {inner}"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OTEL_FLOPS_ENERGY": "off"},
+    )
+    assert (result.returncode, result.stdout) == (3, "ran\n")
+    lines = [line for line in result.stderr.splitlines() if "cannot write the report" in line]
+    assert len(lines) == 1 and f"to {mount}/report.json (Read-only file system)" in lines[0], result.stderr
+    assert "otel-flops report" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_temporary_report_is_removed_and_rank_reports_copied(tmp_path):
+    """Under a launcher each rank writes its own report: all reach --report's folder, none stays in TMPDIR."""
+    script = tmp_path / "rank.py"
+    script.write_text("import torch\ntorch.ones(4) * 2\n")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OTEL_FLOPS_ENERGY": "off", "TMPDIR": str(tmp_path / "tmp"), "WORLD_SIZE": "2",
+           "RANK": "1", "LOCAL_RANK": "1"}
+    result = subprocess.run([*CLI, "--report", str(tmp_path / "run.json"), "--port", "0", "--", "python", str(script)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "run.rank1.json").read_text())["totals"]["flops"] == 4
+    assert not (tmp_path / "run.json").exists()
+    assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("otel-flops")]
