@@ -268,7 +268,7 @@ def counts_agree(bench: Bench, steps: int) -> tuple[bool, int]:
     return same, reports["steady"]["totals"]["flops"]
 
 
-HOOKS = ("_root_pre", "_optimizer_pre", "_optimizer_post", "_watch_pre")
+HOOKS = ("_root_pre", "_root_post", "_optimizer_pre", "_optimizer_post", "_watch_pre")
 
 
 def steady_hook_time(bench: Bench, steps: int) -> float:

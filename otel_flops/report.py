@@ -152,4 +152,5 @@ def table(report: dict) -> str:
         lines.append("uncounted ops (no FLOP rule): " + ", ".join(report["uncounted_ops"]))
     if report["errors"]:
         lines.append("counting errors (ops ran normally): " + ", ".join(report["errors"]))
+    lines += [f"INCOMPLETE count: {reason}" for reason in report.get("incomplete", [])]
     return "\n".join(lines)

@@ -107,16 +107,12 @@ class Session:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        tracker = self._counting.tracker
-        outer = tracker.explicit
-        tracker.explicit = (*outer, name)
-        try:
+        with self._counting.tracker.phase(name):
             yield
-        finally:
-            tracker.explicit = outer
 
     def report(self) -> Report:
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
+        extra["incomplete"] = self._counting.incomplete() if self._counting else []
         elapsed = time.monotonic() - self._started
         extra["mfu"] = report.mfu_section(self.ledger, elapsed, self.settings.peak_flops)
         if self.alpha_profile is not None:

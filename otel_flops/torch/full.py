@@ -6,6 +6,7 @@ from typing import Any
 
 from ..ledger import Ledger
 from ..settings import Settings
+from . import tls
 from .dispatch import CountingMode
 from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
 
@@ -22,11 +23,15 @@ class FullCounting:
         t = self.tracker
         self._handles = module_hooks(t.enter_module, t.exit_module)
         self._handles += optimizer_hooks(t.enter_optimizer, t.exit_optimizer)
-        self._mode.__enter__()
+        tls.push(self._mode)
 
     def stop(self) -> None:
-        self._mode.__exit__(None, None, None)
+        tls.pop(self._mode)
         remove(self._handles)
 
     def stats(self) -> dict[str, int]:
         return {}
+
+    def incomplete(self) -> list[str]:
+        """Full mode intercepts everything: its count is never incomplete."""
+        return []

@@ -4,7 +4,9 @@
 - an explicit ``otel_flops.phase(name)`` block;
 - optimizer: between the global optimizer step pre- and post-hooks;
 - loss: inside a loss module (``nn.modules.loss._Loss``), or an ATen loss op;
-- forward / inference: inside a model's forward, with grad enabled / disabled;
+- forward / inference: inside a model's forward, as its outermost module started with grad
+  enabled / disabled (a block under ``no_grad`` inside a training forward, as reentrant
+  activation checkpointing runs, is still forward);
 - outside every module the step's stage decides: after a grad-enabled forward it is ``loss``
   (``F.cross_entropy(model(x), y)``), after a backward ``optimizer`` (gradient clipping,
   unscaling), and otherwise ``preprocessing`` (tensor work on the next batch).
@@ -12,13 +14,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.nn.modules.loss import _Loss
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
+from ..containment import Containment, contained
 from ..ledger import Ledger
 from ..precision import module_bits
 
@@ -27,6 +32,7 @@ PREPROCESSING, FORWARD, INFERENCE, LOSS, BACKWARD, OPTIMIZER = (
 )
 
 _current_graph_task_id = torch._C._current_graph_task_id
+_is_compiling = torch.compiler.is_compiling
 
 
 class PhaseTracker:
@@ -37,6 +43,9 @@ class PhaseTracker:
 
     def __init__(self, ledger: Ledger, names: dict[int, str] | None = None) -> None:
         self.ledger = ledger  # where completed optimizer steps are counted
+        self.containment = Containment(ledger)  # failures of the hooks below: the session's errors
+        # Told when an explicit phase block opens (True) or closes (False): steady mode's boundaries.
+        self.on_phase: Callable[[bool], None] = _nothing
         self._names = names or {}
         self.explicit: tuple[str, ...] = ()  # open phase() blocks, innermost last (a tuple: part of keys)
         self.model = "none"
@@ -51,6 +60,7 @@ class PhaseTracker:
         """Forget open modules: used when the hooks that track them were off for a while."""
         self.stage = PREPROCESSING
         self.loss_depth = 0
+        self.root_grad = True  # grad mode when the outermost open module started
         # One entry per open model-module forward: the quantized bits in force there, or None.
         self.module_bits: list[int | None] = []
 
@@ -65,7 +75,7 @@ class PhaseTracker:
         if self.loss_depth:
             return LOSS
         if self.module_bits:
-            return FORWARD if torch.is_grad_enabled() else INFERENCE
+            return FORWARD if self.root_grad else INFERENCE
         return self.stage
 
     @property
@@ -80,21 +90,45 @@ class PhaseTracker:
         try:
             return self._bits_cache[module]
         except KeyError:
-            bits = self._bits_cache[module] = module_bits(module)
+            bits = self._bits_cache[module] = self._probe_bits(module)
             return bits
 
+    @contained("precision probe", "the module's ops take their dtype's bits")
+    def _probe_bits(self, module: torch.nn.Module) -> int | None:
+        return module_bits(module)  # reads attributes of the user's module (a property may raise)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """``otel_flops.phase(name)``: the ops in the block are ``name``'s."""
+        outer = self.explicit
+        self.explicit = (*outer, name)
+        self.on_phase(True)
+        try:
+            yield
+        finally:
+            self.explicit = outer
+            self.on_phase(False)
+
+    @contained("module forward pre-hook", "the module's ops may get the wrong phase")
     def enter_module(self, module: torch.nn.Module, args: Any = None) -> None:
+        if _is_compiling():  # Dynamo traces global hooks: inside a compiled graph they do nothing
+            return
         if isinstance(module, _Loss):
             self.loss_depth += 1
             return
         if not self.module_bits:
-            self.model = self._names.get(id(module)) or type(module).__name__
+            model = module._modules.get("_orig_mod", module)  # torch.compile's OptimizedModule: its model
+            self.model = self._names.get(id(module)) or self._names.get(id(model)) or type(model).__name__
             self.optimizer_depth = 0  # a step that raised never ran its post-hook
             self.backward_bits.clear()
+            self.root_grad = torch.is_grad_enabled()
         own = self._bits_of(module)
         self.module_bits.append(own if own is not None else self.quantized_bits)
 
+    @contained("module forward hook", "the module's ops may get the wrong phase")
     def exit_module(self, module: torch.nn.Module, args: Any = None, output: Any = None) -> None:
+        if _is_compiling():  # Dynamo traces global hooks: inside a compiled graph they do nothing
+            return
         if isinstance(module, _Loss):
             self.loss_depth = max(0, self.loss_depth - 1)
             return
@@ -117,13 +151,23 @@ class PhaseTracker:
             self.backward_bits[node] = bits
             frontier.extend(n for n, _ in node.next_functions if n is not None)
 
+    @contained("optimizer step pre-hook", "the step's ops may get the wrong phase")
     def enter_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
+        if _is_compiling():
+            return
         self.optimizer_depth += 1
 
+    @contained("optimizer step hook", "the step may be missing from the step count")
     def exit_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
+        if _is_compiling():
+            return
         self.optimizer_depth = max(0, self.optimizer_depth - 1)
         self.stage = PREPROCESSING
         self.ledger.add_step()
+
+
+def _nothing(opening: bool) -> None:
+    return None
 
 
 def _tensors_in(value: Any) -> list[torch.Tensor]:

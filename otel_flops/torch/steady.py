@@ -1,33 +1,47 @@
 """Steady mode: exact counts at near-zero cost, because training steps repeat.
 
-The work of a session is cut into segments at two boundaries, a root module's forward and an
-optimizer step's start, so a plain training step is two segments:
-- A forward segment runs from a root forward to the next boundary: the forward, the loss, the
-  backward and what follows it (gradient clipping, the next micro-batch's data), or an
-  evaluation forward and its metrics. Its key is the forward's signature: input shapes, dtypes
-  and devices, grad and inference mode, autocast state, per module and parameter the
-  train/eval, requires_grad and has-a-gradient flags, any explicit phase, and the number of
-  backwards since the last optimizer step (so the clipping that follows only the last of
-  several accumulated micro-batches has a key of its own).
-- An optimizer segment runs from the step's pre-hook to the next boundary: the step, zero_grad
-  and the next batch's preprocessing. Its key is the forward segment before it (whose key holds
-  the flags that decide which parameters the backward gave gradients), the number of backwards
-  since the last step, the groups' structural options and the state size.
+The work of a session is cut into segments at boundaries: a root module's forward, an optimizer
+step's start, and an explicit ``otel_flops.phase`` block opening or closing outside any model
+or step. A plain training step is two segments:
+- A forward segment runs from a root forward to the next boundary. Its head is the forward
+  itself (until the root returns); its tail is what follows: the loss, the backward, gradient
+  clipping, the next micro-batch's data, or an evaluation forward's metrics. Its key is the
+  forward's signature: the shapes, dtypes and devices of the tensors in its arguments (wherever
+  they sit: containers, dataclasses, objects; see ``keys``), the other argument values, grad
+  and inference mode, autocast state, per module and parameter the train/eval, requires_grad
+  and has-a-gradient flags, any explicit phase, and the number of backwards since the last
+  optimizer step.
+- An optimizer segment runs from a step's pre-hook to the next boundary: its head is the step
+  (until its post-hook), its tail zero_grad and the next batch's preprocessing. Its key is the
+  forward segment before it, the number of backwards since the last step, the groups'
+  structural options and the state size.
 
-The first time a key is seen its segment is intercepted in full and recorded (its counts reach
-the session's Ledger as they happen). After that the segment runs with no dispatch mode and no
-per-module hooks, and the record is credited to the Ledger (an O(1) call). Every
-``audit_every``-th occurrence of a key is intercepted again and compared with the record; a
-difference is reported as a mismatch and the record replaced. The assumption, checked by those
-audits, is that a key determines its segment's work. Work before
-the next batch's forward that depends on that batch's shapes (preprocessing a shorter last
-batch in the training loop) is the one case a key cannot see in advance: the audits report it.
+The first time a key is seen its segment is intercepted in full and recorded, head and tail
+apart (the counts reach the session's Ledger as they happen). After that the segment runs with
+no dispatch mode and no per-module hooks, and each part is credited when it has run: the head
+when the root forward returns or the step's post-hook runs, the tail at the next boundary (or
+at stop) when it ran as a record of it did: the same number of backwards, and none raised (a
+tail is recorded once per such outcome). A part that did not run as recorded is not credited,
+and the report says the count is incomplete, and why. Every ``audit_every``-th occurrence of a
+key is intercepted again and compared with the record; a difference is reported as a mismatch
+and the record replaced.
+
+Never replayed, so intercepted every time: a segment whose recording met an op whose output size
+depends on values (``dynamic``), one whose arguments cannot be keyed, and explicit phase blocks
+(their work has no arguments a key could see). The tail of an evaluation forward whose records
+did no FLOPs is intercepted on replays too: it is cheap, and it is where a serving loop's work
+between requests runs.
 
 Roots are the modules called outside any other module while intercepting; a module first
 called as a root after a replayed optimizer step is caught there by a global forward pre-hook
-that is armed only from a replayed optimizer step to the next boundary (that stretch calls few
-modules), so a new model's first step is intercepted. A root gets one forward pre-hook of its
-own and nothing else, so no per-module hook runs in a replayed forward, backward or step.
+that is armed only from a replayed optimizer step to the next boundary, so a new model's first
+step is intercepted. A root gets one forward pre-hook and one forward hook of its own and
+nothing else, so no per-module hook runs in a replayed forward, backward or step.
+
+The dispatch mode is pushed only over the modes that were active when the session started
+(and popped only from the top): a mode entered inside the session stays above ours, and the
+segments that would need interception under it are reported as not counted. ``tls`` keeps
+torch's thread-local state right when a switch happens inside ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -37,10 +51,11 @@ import inspect
 import itertools
 import logging
 import operator
+import sys
 import threading
 import types
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from itertools import chain, repeat
 from typing import Any
 
@@ -48,9 +63,13 @@ import torch
 from torch.nn.modules.loss import _Loss
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from ..containment import Containment, contained
 from ..ledger import Ledger, Record
 from ..settings import Settings
+from . import tls
 from .dispatch import CountingMode
+from .dynamic import data_dependent
+from .keys import Unkeyable, frozen_option, tensor_signature, value_signature
 from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
 
 log = logging.getLogger("otel_flops")
@@ -58,6 +77,7 @@ log = logging.getLogger("otel_flops")
 # Bound once: the hooks below run on every step.
 Tensor = torch.Tensor
 _get_ident = threading.get_ident
+_is_compiling = torch.compiler.is_compiling
 _graph_task_id = torch._C._current_graph_task_id
 _grad_enabled = torch.is_grad_enabled
 _inference_mode = torch.is_inference_mode_enabled
@@ -72,32 +92,30 @@ MAX_BACKWARDS = 64  # backwards since the last optimizer step that keys tell apa
 # Modules whose fast paths turn off when any hook is attached to them: they are never given a
 # root hook (that would change which kernels run), so their calls draw no boundary.
 HOOK_SENSITIVE: tuple[type, ...] = (torch.nn.TransformerEncoderLayer,)
-_PLAIN = (int, float, bool, str, type(None))
 
+# How the open segment runs: replayed from its records, intercepted (and recorded), or neither
+# (another dispatch mode on top kept ours from being pushed).
+REPLAY, RECORD, BLIND = "replay", "record", "blind"
+HEAD, TAIL = "head", "tail"
 
-def _value_signature(value: Any) -> Any:
-    if isinstance(value, Tensor):  # as in SteadyCounting._forward_key, which inlines this case
-        return (value.shape, value.dtype, value.device, value.requires_grad)
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, (list, tuple)):
-        return tuple(map(_value_signature, value))
-    if isinstance(value, dict):
-        return tuple(zip(value, map(_value_signature, value.values())))
-    return type(value)
-
+# Why a steady-mode count can be incomplete: the report's ``incomplete`` lines.
+INCOMPLETE = {
+    "foreign-mode": "{n} segment(s) ran while another TorchDispatchMode, entered after otel-flops started, "
+                    "sat above its own, and were not counted (enter that mode first, or use mode=full)",
+    "raised": "{n} replayed forward(s) or optimizer step(s) raised before finishing: the work they did "
+              "before the exception is not counted (mode=full counts it)",
+    "diverged": "{n} replayed segment(s) ran differently from their records after the forward or step "
+                "(another number of backwards, a backward that raised, or another next step): that work "
+                "is not counted",
+    "session-end": "{n} segment tail(s) cut short by the session's end ran differently from their records "
+                   "and were not counted (work after the last forward or step outside otel_flops.phase())",
+}
 
 # Param-group options of torch's optimizers that change which ops a step runs.
 STRUCTURAL_OPTIONS = (
     "weight_decay", "momentum", "dampening", "nesterov", "maximize", "amsgrad", "foreach", "fused",
     "capturable", "differentiable", "decoupled_weight_decay", "centered",
 )
-
-
-def _structural_options(group: dict) -> tuple:
-    """Flags as they are; numbers as zero or not (a zero weight decay skips its ops, and a
-    scheduler that cycles momentum must not make every step look new)."""
-    return tuple([v == 0 if type(v) in (int, float) else v for v in map(group.get, STRUCTURAL_OPTIONS)])
 
 
 def _autocast_state() -> tuple:
@@ -154,15 +172,33 @@ def _names_training(code: types.CodeType) -> bool:
 
 
 class _Segment:
-    """A keyed segment's record, the times its key was seen, and a short id for optimizer keys."""
+    """A keyed segment's records: its head's, and its tail's per outcome (how the tail ran)."""
 
-    __slots__ = ("record", "seen", "id")
+    __slots__ = ("head", "head_backwards", "tails", "seen", "id", "pinned", "learn", "replayable", "quiet",
+                 "evaluating")
     ids = itertools.count()
 
-    def __init__(self) -> None:
-        self.record: Record | None = None
+    def __init__(self, pinned: bool, evaluating: bool) -> None:
+        self.head: Record | None = None
+        self.head_backwards = 0  # backwards the head ran (an optimizer closure's)
+        self.tails: dict[tuple, Record] = {}
         self.seen = 0
         self.id = next(self.ids)
+        self.pinned = pinned  # never replayed: intercepted at every occurrence
+        self.learn = False  # a part ran in a way never recorded: intercept the next occurrence
+        self.replayable = False  # an attribute, not a property: read at every boundary
+        # An evaluation forward (grad off) whose recorded tails did no FLOPs: replays intercept its
+        # tail, which costs little there and sees the work a serving loop does between requests.
+        self.evaluating = evaluating
+        self.quiet = False
+
+    def settle(self) -> None:
+        self.replayable = self.head is not None and bool(self.tails) and not self.pinned and not self.learn
+        self.quiet = self.evaluating and not any(map(_work, self.tails.values()))
+
+    def relearn(self) -> None:
+        self.learn = True
+        self.replayable = False
 
 
 class _Optimizer:
@@ -177,16 +213,42 @@ class _Optimizer:
         self.read_options(optimizer)
 
     def read_options(self, optimizer: Any) -> None:
-        self.options = tuple(_structural_options(group) for group in optimizer.param_groups)
+        self.options = tuple(
+            tuple([frozen_option(group.get(name)) for name in STRUCTURAL_OPTIONS]) for group in optimizer.param_groups
+        )
+
+
+class _RecordingMode(CountingMode):
+    """The counting mode, also noting ops whose output size depends on values."""
+
+    data_dependent = False
+    containment = Containment()  # steady mode sets its own
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        if not self.data_dependent:
+            try:
+                self.data_dependent = data_dependent(func, args)
+            except Exception:
+                self.data_dependent = True
+                self.containment.failed("steady-mode data-dependence check", "the segment stays intercepted")
+        return out
+
+
+def _work(record: Record) -> bool:
+    return any(t.flops or t.bops for t in record.counts.values())
 
 
 class SteadyCounting:
-    """Intercepts each new segment once, then credits its record whenever its key repeats."""
+    """Intercepts each new segment once, then credits its records whenever its key repeats."""
 
     def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str], alpha_profile: Any = None) -> None:
         self.ledger = ledger
         self.tracker = PhaseTracker(ledger, roots)
-        self._mode = CountingMode(ledger, self.tracker, alpha_profile)
+        self.tracker.on_phase = self._on_phase
+        self.containment = self.tracker.containment
+        self._mode = _RecordingMode(ledger, self.tracker, alpha_profile)
+        self._mode.containment = self.containment
         self._audit_every = settings.audit_every
         self._segments: OrderedDict[Any, _Segment] = OrderedDict()
         # Keyed by id() for a plain dict lookup on the hot path; a finalizer drops dead entries.
@@ -195,11 +257,23 @@ class SteadyCounting:
         self._optimizers: dict[int, _Optimizer] = {}
         self._module_hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
-        self._key: Any = None  # the key of the segment being recorded
-        self._sink: Ledger | None = None  # its own ledger, while it is recorded
+        # The open segment, how it runs, and which part of it is running.
+        self._open: _Segment | None = None
+        self._how = RECORD
+        self._stage = TAIL
+        self._quiet_tail = False  # the open replayed segment's quiet tail is being intercepted
+        self._sink: Ledger | None = None  # the part being recorded, while one is
+        self._head: Record | None = None  # this occurrence's recorded head
+        self._head_backwards = 0  # and the backwards it ran
+        self._head_mark = self._tail_mark = self._fault_mark = 0
         self._anchor = -1  # id of the last forward segment: what an optimizer step follows
         self._backwards = 0  # backward returns since the last optimizer step
+        self._faults = 0  # backwards that raised
+        self._forward_depth = 0  # open root forwards (a root called inside another is no boundary)
+        self._step_depth = 0  # open optimizer steps
+        self._step_closure = False  # the open step took a closure: its forwards are its own
         self._recording = False
+        self._baseline: Any = None  # the dispatch mode on top when the session started
         # A global forward pre-hook, armed after a replayed optimizer step by putting it in
         # torch's hook dict under a handle's id (cheaper than a new handle every step).
         self._watch = self._watch_pre
@@ -209,13 +283,16 @@ class SteadyCounting:
         self._watching = False
         self._owner = threading.get_ident()
         self._original_backward: Any = None
-        self.counters = {"recorded": 0, "audited": 0, "mismatches": 0, "unrecorded": 0}
+        self.counters = {"recorded": 0, "audited": 0, "mismatches": 0, "unrecorded": 0, "intercepted": 0}
+        self._incomplete: Counter[str] = Counter()
         self._evicted_seen = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Start, or start again after ``stop`` with the roots and records found so far."""
         self._owner = threading.get_ident()
+        self._forward_depth = self._step_depth = 0
+        self._baseline = _get_current_dispatch_mode()
         for root in self._roots.values():
             module = root.module()
             if module is not None:
@@ -223,79 +300,161 @@ class SteadyCounting:
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
         self._original_backward = torch.autograd.backward
         torch.autograd.backward = self._wrap_backward(self._original_backward)
-        self._mode.sink = self.ledger
-        self._set_recording(True)  # until the first boundary, count straight into the ledger
+        self._mode.sink = self.tracker.ledger = self.ledger
+        self._open = None
+        self._switch_to(True)  # until the first boundary, count straight into the ledger
 
     def stop(self) -> None:
         self._disarm_watch()
-        if self._sink is not None:
-            self._close_recording()
-        self._set_recording(False)
+        self._close(True)
+        self._switch_to(False)
         remove(self._optimizer_hooks)
         remove(self._root_hooks)
         torch.autograd.backward = self._original_backward
+        if self._incomplete.get("session-end"):
+            self._warn("session-end")
 
     def stats(self) -> dict[str, int]:
         seen = sum(segment.seen for segment in self._segments.values()) + self._evicted_seen
         counters = self.counters
-        replayed = seen - counters["recorded"] - counters["audited"] - counters["unrecorded"]
+        replayed = seen - sum(counters[k] for k in ("recorded", "audited", "unrecorded", "intercepted"))
         return dict(counters, replayed=replayed, segments=len(self._segments))
 
+    def incomplete(self) -> list[str]:
+        """Why the count is incomplete, one line per reason; empty when it is complete."""
+        return [INCOMPLETE[kind].format(n=n) for kind, n in self._incomplete.items()]
+
+    def _flag(self, kind: str) -> None:
+        if not self._incomplete[kind] and kind != "session-end":
+            self._warn(kind)
+        self._incomplete[kind] += 1
+
+    def _warn(self, kind: str) -> None:
+        log.warning("otel-flops: the steady-mode count is incomplete: %s",
+                    INCOMPLETE[kind].format(n=self._incomplete[kind] or 1))
+
     def _wrap_backward(self, backward: Any) -> Any:
-        """``Tensor.backward`` goes through ``torch.autograd.backward``: it counts the backwards."""
+        """``Tensor.backward`` goes through ``torch.autograd.backward``: it counts the backwards,
+        and the ones that raised (whose exception goes on to the user unchanged)."""
 
         @functools.wraps(backward)
         def counted_backward(*args: Any, **kwargs: Any) -> Any:
             try:
-                return backward(*args, **kwargs)
-            finally:
-                if self._backwards < MAX_BACKWARDS and _get_ident() == self._owner and _graph_task_id() == -1:
-                    self._backwards += 1
+                out = backward(*args, **kwargs)
+            except BaseException:
+                self._backward_ended(False)
+                raise
+            self._backward_ended(True)
+            return out
 
         return counted_backward
+
+    @contained("steady-mode backward wrapper", "the backward may be miscounted")
+    def _backward_ended(self, ok: bool) -> None:
+        if _get_ident() == self._owner and _graph_task_id() == -1:
+            if not ok:
+                self._faults += 1
+            elif self._backwards < MAX_BACKWARDS:
+                self._backwards += 1
 
     # ------------------------------------------------------------------ hook events
     # These run on every step, with the CPU caches cold from the step's own work: what a
     # replayed step runs is kept to few calls and few bytecodes, since each one shows there.
+    @contained("steady-mode module pre-hook", "a new model may be counted from its next step")
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """While intercepting: find new roots, and keep the phase tracker informed."""
-        if self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots:
+        if _is_compiling():  # Dynamo traces global hooks: inside a compiled graph they do nothing
+            return
+        if (self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots
+                and _graph_task_id() == -1 and not self._step_depth):
             root = self._add_root(module)
             if root.hooked:
-                self._anchor = self._boundary(self._forward_key(root, args, {}))
+                self._forward_depth = 1  # its own forward hook, just added, will see it return
+                self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD)
         self.tracker.enter_module(module)
 
+    @contained("steady-mode watch hook", "a new model may be counted from its next step")
     def _watch_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """A module no root hook knows, called after a replayed step: a new root (a new model's first step)."""
+        if _is_compiling():
+            return
         if isinstance(module, _Loss) or id(module) in self._roots or _get_ident() != self._owner:
             return
-        if _graph_task_id() == -1:
+        if _graph_task_id() == -1 and not self._step_depth:
             root = self._add_root(module)
             if root.hooked:
-                self._anchor = self._boundary(self._forward_key(root, args, {}), module)
+                self._forward_depth = 1
+                self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD, module)
 
+    @contained("steady-mode forward boundary", "this step may be miscounted")
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if _is_compiling():
+            return
         root = self._roots.get(id(module))
-        if root is not None and _get_ident() == self._owner and _graph_task_id() == -1:
-            self._anchor = self._boundary(self._forward_key(root, args, kwargs), module)
+        if root is None or _get_ident() != self._owner or _graph_task_id() != -1:
+            return
+        if self._forward_depth or (self._step_depth and self._step_closure):
+            self._forward_depth += 1  # inside another root's forward, or an optimizer's closure
+            return
+        self._step_depth = 0  # a step still open here raised: its post-hook never ran
+        self._forward_depth = 1
+        self._anchor = self._boundary(self._forward_key(root, args, kwargs), HEAD, module)
 
+    @contained("steady-mode forward hook", "this step may be miscounted")
+    def _root_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if _is_compiling() or _get_ident() != self._owner or _graph_task_id() != -1 or not self._forward_depth:
+            return
+        self._forward_depth -= 1
+        if self._forward_depth or self._step_depth:
+            return
+        if output is None and sys.exc_info()[1] is not None:
+            return  # the forward raised (always-called hook): its head never finished
+        self._head_done()
+
+    @contained("steady-mode optimizer boundary", "this step may be miscounted")
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if _is_compiling():
+            return
         if _get_ident() == self._owner:
-            state = self._optimizers.get(id(optimizer)) or self._add_optimizer(optimizer)
-            if self._recording:
-                state.read_options(optimizer)
-            self._boundary(("optimizer", state.serial, state.options, len(optimizer.state), self._anchor,
-                            self._backwards, self.tracker.explicit))
-            self._backwards = 0
-            if not self._recording:  # a replayed step: the next model may start after it
-                self._watched_hooks[self._watch_id] = self._watch
-                self._watching = True
+            if self._step_depth:
+                self._step_depth += 1  # a step inside a step (a wrapper optimizer's)
+            else:
+                state = self._optimizers.get(id(optimizer)) or self._add_optimizer(optimizer)
+                if self._recording:
+                    state.read_options(optimizer)
+                self._forward_depth = 0  # a forward still open here raised
+                self._boundary(("optimizer", state.serial, state.options, len(optimizer.state), self._anchor,
+                                self._backwards, self.tracker.explicit), HEAD)
+                self._step_depth = 1
+                self._step_closure = bool(args) or bool(kwargs and kwargs.get("closure"))
+                self._backwards = 0
+                self._head_mark = 0
+                if self._how is REPLAY:  # the next model may start after it
+                    self._watched_hooks[self._watch_id] = self._watch
+                    self._watching = True
         if self._recording:
             self.tracker.enter_optimizer()
 
+    @contained("steady-mode optimizer hook", "this step may be miscounted")
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._recording:  # a replayed step's record counts the step
+        if _is_compiling():
+            return
+        if self._recording:  # a replayed step's head record counts the step
             self.tracker.exit_optimizer()
+        if _get_ident() == self._owner and self._step_depth:
+            self._step_depth -= 1
+            if not self._step_depth:
+                self._head_done()
+
+    @contained("steady-mode phase boundary", "this phase block may be miscounted")
+    def _on_phase(self, opening: bool) -> None:
+        """An explicit phase block outside any model and step opens or closes: a boundary."""
+        if (_is_compiling() or _get_ident() != self._owner or self._forward_depth or self._step_depth
+                or _graph_task_id() != -1):
+            return
+        after = self._open.id if self._open is not None else -1
+        self._boundary(("phase", self.tracker.explicit, after, self._anchor, self._backwards, _grad_enabled(),
+                        _inference_mode()), TAIL)
 
     # ------------------------------------------------------------------ keys
     def _add_root(self, module: torch.nn.Module) -> _Root:
@@ -307,6 +466,7 @@ class SteadyCounting:
     def _hook_root(self, root: _Root, module: torch.nn.Module) -> None:
         if root.hooked:
             self._root_hooks.append(module.register_forward_pre_hook(self._root_pre, with_kwargs=True))
+            self._root_hooks.append(module.register_forward_hook(self._root_post, always_call=True))
 
     def _add_optimizer(self, optimizer: Any) -> _Optimizer:
         state = self._optimizers[id(optimizer)] = _Optimizer(optimizer)
@@ -314,113 +474,206 @@ class SteadyCounting:
         return state
 
     def _forward_key(self, root: _Root, args: tuple, kwargs: dict) -> tuple:
-        params = root.params
-        return (
-            "forward",
-            root.serial,
-            tuple([(a.shape, a.dtype, a.device, a.requires_grad) if isinstance(a, Tensor) else _value_signature(a)
-                   for a in args]),
-            _value_signature(kwargs) if kwargs else (),
-            _grad_enabled(),
-            _inference_mode(),
-            _autocast_state() if _any_autocast() else None,
-            bytes(chain(map(_training, root.modules), map(_requires_grad, params),
-                        map(operator.is_, map(_grad, params), repeat(None)))),
-            self.tracker.explicit,
-            self._backwards,
-        )
+        """The forward's signature; ``("unkeyable", root)`` (intercepted at every occurrence) when
+        its arguments cannot be described."""
+        try:
+            arguments: Any = tuple([(a.shape, a.dtype, a.device, a.requires_grad) if isinstance(a, Tensor)
+                                    else value_signature(a) for a in args])
+        except Exception:  # a nested tensor has no shape: the careful path below
+            arguments = None
+        try:
+            if arguments is None:
+                arguments = tuple([tensor_signature(a) if isinstance(a, Tensor) else value_signature(a) for a in args])
+            params = root.params
+            return (
+                "forward",
+                root.serial,
+                arguments,
+                value_signature(kwargs) if kwargs else (),
+                _grad_enabled(),
+                _inference_mode(),
+                _autocast_state() if _any_autocast() else None,
+                bytes(chain(map(_training, root.modules), map(_requires_grad, params),
+                            map(operator.is_, map(_grad, params), repeat(None)))),
+                self.tracker.explicit,
+                self._backwards,
+            )
+        except Unkeyable:
+            return ("unkeyable", root.serial)
+        except Exception:
+            self.containment.failed("steady-mode key", "the segment is intercepted in full")
+            return ("unkeyable", root.serial)
 
     # ------------------------------------------------------------------ segments
-    def _boundary(self, key: tuple, entering: torch.nn.Module | None = None) -> int:
-        """Close the open segment and open ``key``'s: credited at once if known, else intercepted.
-        Returns the segment's id."""
+    def _boundary(self, key: tuple, stage: str, entering: torch.nn.Module | None = None) -> int:
+        """Close the open segment and open ``key``'s, at ``stage``: replayed if known, else
+        intercepted. Returns the segment's id."""
         if self._watching:
             del self._watched_hooks[self._watch_id]
             self._watching = False
+        self._close(False)
         segment = self._segments.get(key)
-        if segment is not None and not self._recording:
-            record = segment.record
-            if record is not None and (segment.seen + 1) % self._audit_every:
-                segment.seen += 1
-                if record.replays:  # Ledger.credit's own fast path, inlined: this runs every step
-                    record.replays += 1
-                else:
-                    self.ledger.credit(record)
-                return segment.id
-        return self._switch(key, segment, entering)
+        if (segment is not None and not self._recording and segment.replayable
+                and (segment.seen + 1) % self._audit_every):
+            segment.seen += 1
+            self._open, self._how, self._stage = segment, REPLAY, stage
+            self._head_mark = self._tail_mark = self._backwards
+            self._fault_mark = self._faults
+            return segment.id
+        return self._switch(key, segment, stage, entering)
 
-    def _switch(self, key: tuple, segment: _Segment | None, entering: torch.nn.Module | None) -> int:
-        """The rest of a boundary: close a recording; record the new segment unless it can be credited."""
-        if self._sink is not None:
-            self._close_recording()
+    def _switch(self, key: tuple, segment: _Segment | None, stage: str, entering: torch.nn.Module | None) -> int:
+        """The rest of a boundary: replay the segment if it can be, else intercept it."""
         if segment is None:
-            segment = self._segments[key] = _Segment()
+            pinned = key[0] == "unkeyable" or (key[0] == "phase" and bool(key[1]))
+            segment = self._segments[key] = _Segment(pinned, evaluating=key[0] == "forward" and not key[4])
             self._evict()
         segment.seen += 1
-        if segment.record is not None and segment.seen % self._audit_every and self._can_switch(on=False):
-            self._set_recording(False)
-            self.ledger.credit(segment.record)
+        self._open, self._stage, self._head = segment, stage, None
+        self._head_mark = self._tail_mark = self._backwards
+        self._fault_mark = self._faults
+        if segment.replayable and segment.seen % self._audit_every and self._switch_to(False):
+            self._how = REPLAY
             return segment.id
-        self._key = key
-        self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
         if entering is not None:
             self._roots[id(entering)].refresh(entering)
-        self._set_recording(True, entering)
-        if not self._recording:  # another dispatch mode is on top: this segment goes unrecorded
-            self._sink = None
+        if not self._switch_to(True, entering):  # another dispatch mode is on top
+            self._how = BLIND
             self.counters["unrecorded"] += 1
+            self._flag("foreign-mode")
+            return segment.id
+        self._how = RECORD
+        self._mode.data_dependent = False
+        self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
         return segment.id
+
+    def _head_done(self) -> None:
+        """The open segment's forward returned, or its step finished: credit or record its head."""
+        segment = self._open
+        if segment is None or self._stage is not HEAD:
+            return
+        self._stage = TAIL
+        backwards = self._backwards - self._head_mark if self._head_mark <= self._backwards else 0
+        self._tail_mark, self._fault_mark = self._backwards, self._faults
+        if self._how is REPLAY:
+            if backwards != segment.head_backwards:
+                self._flag("diverged")
+                segment.relearn()
+                return
+            record = segment.head
+            if record.replays:  # Ledger.credit's own fast path, inlined: this runs every step
+                record.replays += 1
+            else:
+                self.ledger.credit(record)
+            if segment.quiet and self._switch_to(True):
+                self._how, self._quiet_tail = RECORD, True
+                self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
+        elif self._how is RECORD:
+            self._head, self._head_backwards = self._sink.record(), backwards
+            self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
+
+    def _close(self, at_stop: bool) -> None:
+        """The open segment ends, at a boundary or when the session stops."""
+        segment = self._open
+        if segment is None:
+            return
+        self._open = None
+        if self._how is BLIND:
+            return
+        outcome = (self._backwards - self._tail_mark, self._faults - self._fault_mark)
+        if self._quiet_tail:  # counted as it ran; the record stays
+            self._quiet_tail = False
+            self._sink = None
+            self._mode.sink = self.tracker.ledger = self.ledger
+            return
+        if self._how is RECORD:
+            self._store(segment, at_stop, outcome)
+            return
+        if self._stage is HEAD:
+            self._flag("raised")
+            return
+        record = segment.tails.get(outcome)
+        if record is not None:
+            if record.replays:
+                record.replays += 1
+            else:
+                self.ledger.credit(record)
+        elif at_stop:
+            if any(map(_work, segment.tails.values())):
+                self._incomplete["session-end"] += 1
+        else:
+            self._flag("diverged")
+            segment.relearn()
+
+    def _store(self, segment: _Segment, at_stop: bool, outcome: tuple) -> None:
+        """Keep an intercepted occurrence's records (its counts are in the ledger already)."""
+        sink, head = self._sink, self._head
+        self._sink, self._head = None, None
+        self._mode.sink = self.tracker.ledger = self.ledger
+        if self._mode.data_dependent:
+            segment.pinned = True
+            segment.settle()
+        if segment.pinned:
+            self.counters["intercepted"] += 1
+            return
+        if self._stage is HEAD:  # the forward or step raised, or the session ended inside it
+            self.counters["intercepted"] += 1
+            return
+        first = segment.head is None
+        self.counters["recorded" if first else "audited"] += 1
+        if head is not None:
+            self._keep(segment, "head", head)
+            segment.head_backwards = self._head_backwards
+        elif first:
+            segment.head = Record({}, Counter())  # a tail-only segment (after a phase block)
+        if not at_stop:  # a tail the session's end cut short is no record
+            segment.learn = False
+            self._keep(segment, outcome, sink.record())
+        segment.settle()
+
+    def _keep(self, segment: _Segment, part: Any, record: Record) -> None:
+        old = segment.head if part == "head" else segment.tails.get(part)
+        if old is not None:
+            if not old.same_counts(record):
+                self.counters["mismatches"] += 1
+                log.warning("otel-flops: a steady-mode audit found different counts for a repeated step "
+                            "(%s); re-traced it", "its forward or step" if part == "head" else "what followed")
+            self.ledger.fold(old)
+        if part == "head":
+            segment.head = record
+        else:
+            segment.tails[part] = record
+
+    def _evict(self) -> None:
+        while len(self._segments) > MAX_RECORDS:
+            _, old = self._segments.popitem(last=False)
+            self._evicted_seen += old.seen
+            for record in (old.head, *old.tails.values()):
+                if record is not None:
+                    self.ledger.fold(record)
 
     def _disarm_watch(self) -> None:
         if self._watching:
             del self._watched_hooks[self._watch_id]
             self._watching = False
 
-    def _close_recording(self) -> None:
-        key, sink = self._key, self._sink
-        self._key = self._sink = None
-        record = sink.record()  # this occurrence's counts are in the ledger already, through the mirror
-        segment = self._segments.get(key)
-        if segment is None:
-            return
-        if segment.record is None:
-            self.counters["recorded"] += 1
-        else:
-            self.counters["audited"] += 1
-            if not segment.record.same_counts(record):
-                self.counters["mismatches"] += 1
-                log.warning("otel-flops: a steady-mode audit found different counts for a repeated step "
-                            "(%s); re-traced it", key[0])
-            self.ledger.fold(segment.record)
-        segment.record = record
-
-    def _evict(self) -> None:
-        while len(self._segments) > MAX_RECORDS:
-            _, old = self._segments.popitem(last=False)
-            self._evicted_seen += old.seen
-            if old.record is not None:
-                self.ledger.fold(old.record)
-
     # ------------------------------------------------------------------ interception on/off
-    def _can_switch(self, on: bool) -> bool:
-        """Only push or pop our mode when no other dispatch mode sits above it."""
+    def _switch_to(self, on: bool, entering: torch.nn.Module | None = None) -> bool:
+        """Push or pop our mode; whether interception is now ``on``. It is pushed only over the
+        modes active at start, and popped only from the top of the stack."""
         if on == self._recording:
             return True
         top = _get_current_dispatch_mode()
-        return top is self._mode if not on else top is None
-
-    def _set_recording(self, on: bool, entering: torch.nn.Module | None = None) -> None:
-        if on == self._recording:
-            return
-        if not self._can_switch(on):
-            return
+        if top is not (self._baseline if on else self._mode):
+            return False
         if on:
             self.tracker.reset()
             self._module_hooks = module_hooks(self._global_pre, self.tracker.exit_module)
-            self._mode.__enter__()
+            tls.push(self._mode)
             if entering is not None:
                 self.tracker.enter_module(entering)  # its global pre-hook was not called yet
         else:
-            self._mode.__exit__(None, None, None)
+            tls.pop(self._mode)
             remove(self._module_hooks)
         self._recording = on
+        return True
