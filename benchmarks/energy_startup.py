@@ -4,8 +4,9 @@
 
 What a user waits for is the first ``otel_flops.track()`` of a process, so each measurement is
 a fresh process; energy on and off run interleaved (on, off, off, on, ...) and the table shows
-medians: the time ``track()`` takes to enter, the first training step after it (the sources
-start in a background thread meanwhile), and a later, warm entry in the same process.
+medians: the time ``track()`` takes to enter, the first training step after it (CodeCarbon's
+own process imports CodeCarbon and probes the hardware meanwhile), and a later, warm entry in
+the same process.
 """
 
 from __future__ import annotations

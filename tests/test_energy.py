@@ -25,6 +25,12 @@ from otel_flops.settings import Settings
 ENERGY = "otel_flops_energy_joules_total"
 
 
+@pytest.fixture
+def no_gpu(monkeypatch) -> None:
+    """CodeCarbon's CPU and RAM alone, on any machine (NVML has tests of its own)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
 def _energy(url: str) -> dict[tuple[str, str, str], float]:
     return {(s["hw_type"], s["device"], s["source"]): v for s, v in scrape(url).get(ENERGY, [])}
 
@@ -34,6 +40,7 @@ def _train_until(deadline: float) -> None:
         training_step("mlp", steps=2)
 
 
+@pytest.mark.usefixtures("no_gpu")
 def test_cpu_and_ram_joules_rise_on_metrics_and_equal_the_report():
     before = {t.name for t in threading.enumerate()}
     with otel_flops.track(serve=True, host="127.0.0.1", port=free_port(), energy_interval=0.5) as tracker:
@@ -44,7 +51,9 @@ def test_cpu_and_ram_joules_rise_on_metrics_and_equal_the_report():
             _train_until(time.monotonic() + 0.3)
         first = _energy(url)
         # CodeCarbon measures in its own process: the only thread the session added serves /metrics
-        assert {t.name for t in threading.enumerate()} - before == {"otel-flops-metrics"}
+        # (beside the short-lived threads that answer one scrape each)
+        added = {t.name for t in threading.enumerate() if not t.name.endswith("(process_request_thread)")} - before
+        assert added == {"otel-flops-metrics"}
         _train_until(time.monotonic() + 1.5)
         second = _energy(url)
         for _ in range(10):  # a measurement may land between the scrapes; take a quiet moment
@@ -60,7 +69,7 @@ def test_cpu_and_ram_joules_rise_on_metrics_and_equal_the_report():
         assert after > before > 0, (hw, first, second)
     sources = {s for _, _, s in second}
     assert sources & {"codecarbon-rapl", "codecarbon-cpu-load"} and "codecarbon-ram-model" in sources
-    assert all(d == hw for hw, d, _ in second), "cpu and ram are labelled by component on a machine without GPUs"
+    assert {(hw, d) for hw, d, _ in second if hw != "gpu"} == {("cpu", "cpu"), ("ram", "ram")}
     watts = {s["hw_type"]: v for s, v in samples["otel_flops_power_watts"]}
     assert watts["cpu"] > 0 and watts["ram"] > 0
     assert samples["otel_flops_emissions_grams_total"][0][1] > 0
@@ -101,6 +110,7 @@ def test_only_local_rank_zero_measures(monkeypatch):
     assert monitor.unavailable == "measured by local rank 0 only (this process has LOCAL_RANK=1)"
 
 
+@pytest.mark.usefixtures("no_gpu")
 def test_an_early_stop_ends_the_starting_process_and_says_why():
     monitor = EnergyMonitor(Settings(energy_interval=0.5))
     monitor.start()
@@ -112,8 +122,10 @@ def test_an_early_stop_ends_the_starting_process_and_says_why():
     assert "\n" not in reason
 
 
+@pytest.mark.usefixtures("no_gpu")
 def test_the_codecarbon_process_holds_no_socket_ignores_ctrl_c_and_gives_a_last_reading_at_stop():
-    with otel_flops.track(serve=True, host="127.0.0.1", port=free_port(), energy_interval=0.5) as tracker:
+    # a long interval: after its first reading CodeCarbon measures again only when stop() asks it to
+    with otel_flops.track(serve=True, host="127.0.0.1", port=free_port(), energy_interval=30) as tracker:
         monitor = tracker.session.energy
         _wait_until(lambda: monitor.unavailable is None, monitor)
         (sampler,) = _samplers()
@@ -121,11 +133,10 @@ def test_the_codecarbon_process_holds_no_socket_ignores_ctrl_c_and_gives_a_last_
         assert not [fd for fd in fds if fd.startswith("socket:")], fds  # /metrics listens in this process only
         assert sampler.pid not in {p.pid for p in multiprocessing.active_children()}  # not a training worker
         sampler.send_signal(signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
-        at_ctrl_c = monitor.reading().total_joules
-        _wait_until(lambda: monitor.reading().total_joules > at_ctrl_c, monitor)
-        last_in_session = monitor.reading().total_joules
+        _train_until(time.monotonic() + 0.5)
+        in_session = monitor.reading().total_joules
     assert not sampler.is_running(), "the process outlived its session"
-    assert monitor.reading().total_joules > last_in_session, "stop() took a last measurement"
+    assert monitor.reading().total_joules > in_session, "it survived Ctrl-C and took a last measurement at stop"
     assert monitor.unavailable is None
 
 
@@ -147,6 +158,7 @@ PARENT = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("no_gpu")
 @pytest.mark.parametrize("helper", ["none", "fork"])
 def test_the_codecarbon_process_exits_when_its_parent_is_killed(helper):
     parent = subprocess.Popen([sys.executable, "-c", PARENT, helper], stdout=subprocess.PIPE, text=True)
@@ -199,4 +211,4 @@ def test_no_nvml_says_why_in_one_line():
         assert "\n" not in str(exc)
     else:
         source.stop()
-        assert all(k[0] == "gpu" and k[2] == "nvml" for k in source.latest.joules)
+        assert all(k[0] == "gpu" and k[2] == "nvml" for k in source.read().joules)
