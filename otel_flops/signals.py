@@ -35,6 +35,7 @@ GRACE_S = 0.5  # the script's own byte for a signal arrives within microseconds;
 POLL_S = 0.1
 REPORT_TIMEOUT_S = 10.0  # past this, a signalled script ends without its report
 PIPE_VARIABLE = "OTEL_FLOPS_SIGNAL_PIPE"  # "<parent pid>:<write fd>"
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def run(cmd: list[str], env: Mapping[str, str]) -> int:
@@ -108,24 +109,24 @@ def tell_parent() -> None:
 
 def report_on_signals(finish: Callable[[], None]) -> None:
     """Install the report-writing handler on REPORTED signals still at their default action.
-    ``finish`` writes the report; it runs on its own thread, bounded by REPORT_TIMEOUT_S, so a
-    lock held by the interrupted code cannot hang the exit."""
+
+    ``finish`` stops counting and writes the report. It runs in the handler when the program was
+    interrupted in its own code; when otel-flops' code was interrupted (which may hold a lock it
+    needs), it runs on a thread of its own, bounded by REPORT_TIMEOUT_S, so the exit cannot hang."""
     owner = os.getpid()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if sys._getframe(1) is not frame:
             return  # called by the program's own handler, chaining to the one it replaced
-        for other in installed:  # a second signal while the report is written changes nothing
-            signal.signal(other, signal.SIG_IGN)
-        if os.getpid() == owner:
-            writer = threading.Thread(target=finish, name="otel-flops-report", daemon=True)
-            writer.start()
-            writer.join(REPORT_TIMEOUT_S)
-            if writer.is_alive():
-                print(f"otel-flops: the report was not written within {REPORT_TIMEOUT_S:g} s of the signal",
-                      file=sys.stderr)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        try:
+            _silence_handlers()
+            if os.getpid() == owner and _inside_otel_flops(frame):
+                _write_within(finish, REPORT_TIMEOUT_S)  # our code was cut off, maybe holding a lock
+            elif os.getpid() == owner:
+                finish()  # the program was interrupted in its own code: stop counting here, exactly
+        finally:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     installed = [s for s in REPORTED if signal.getsignal(s) == signal.SIG_DFL]
     for signum in installed:
@@ -138,3 +139,34 @@ def report_on_signals(finish: Callable[[], None]) -> None:
                     signal.signal(signum, signal.SIG_DFL)
 
     os.register_at_fork(after_in_child=restore_in_child)
+
+
+def _silence_handlers() -> None:
+    """Make every Python-level handler a no-op while the report is written. Bare, the process is
+    already dead and none of them would run; one that raises (torch's SIGCHLD handler does when a
+    DataLoader worker was killed by the same signal) would cut the report short."""
+    for signum in signal.valid_signals():
+        if callable(signal.getsignal(signum)):
+            signal.signal(signum, _ignore)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """The handler of every signal while a signalled script writes its report."""
+
+
+def _inside_otel_flops(frame: FrameType | None) -> bool:
+    """Whether the interrupted code is otel-flops' own (a hook, the dispatch mode, a ledger update)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(PACKAGE_DIR):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _write_within(finish: Callable[[], None], timeout: float) -> None:
+    """Run ``finish`` on its own thread and wait for it, at most ``timeout`` seconds."""
+    writer = threading.Thread(target=finish, name="otel-flops-report", daemon=True)
+    writer.start()
+    writer.join(timeout)
+    if writer.is_alive():
+        print(f"otel-flops: the report was not written within {timeout:g} s of the signal", file=sys.stderr)

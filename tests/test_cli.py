@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -117,3 +118,20 @@ def test_demo_serves_metrics_and_prints_the_table(tmp_path):
     report = json.loads(report_path.read_text())
     assert set(report["by_model"]) >= {"MLP", "ResNet18", "TransformerLM"}
     assert report["steps"] == 3
+
+
+def test_a_script_killed_by_a_signal_ends_otel_flops_by_the_same_signal(tmp_path):
+    script, report = tmp_path / "term.py", tmp_path / "r.json"
+    script.write_text("import os, signal, torch\ntorch.ones(2) + 1\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    result = subprocess.run([*CLI, "run", "--report", str(report), "--port", "0", "--", "python", str(script)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "OTEL_FLOPS_ENERGY": "off"})
+    assert result.returncode == -signal.SIGTERM  # a shell shows 143
+    assert json.loads(report.read_text())["totals"]["flops"] == 2
+    assert "otel-flops report" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_command_that_is_not_found_is_one_line(tmp_path):
+    result = subprocess.run([*CLI, "run", "--port", "0", "--", "no-such-command-xyz"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 127
+    assert result.stderr.strip() == "otel-flops: cannot run no-such-command-xyz: No such file or directory"
