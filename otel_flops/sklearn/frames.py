@@ -2,7 +2,8 @@
 
 A call is counted into the sink (a Ledger) of the call around it, or, at the top level, of the
 estimator's own tracker or the process-wide session. A call whose estimator has a formula for
-the method counts its whole work itself, so the wrapped calls it makes inside (a forest's trees,
+the method (or whose ATen ops are measured, on torch input) counts its whole work itself, so the
+wrapped calls it makes inside (a forest's trees,
 a label encoder) are not counted again; a call with no formula (Pipeline, GridSearchCV, a
 mixin's ``fit_transform`` or ``score``) leaves the counting to the calls inside it.
 """
@@ -31,10 +32,11 @@ class Frame:
     sink: Ledger
     formula: Callable[..., float] | None
     nested: bool = False  # a wrapped call was made inside this one
+    measured: Any = None  # a Measurement when the call's ATen ops are counted (torch input)
 
     @property
     def suppresses(self) -> bool:
-        return self.formula is not None
+        return self.formula is not None or self.measured is not None
 
 
 def stack() -> list[Frame]:

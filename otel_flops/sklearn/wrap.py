@@ -10,9 +10,9 @@ are patched as they are created; if scikit-learn is not imported yet, patching w
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib.abc
-import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -20,32 +20,35 @@ from typing import Any
 
 import numpy as np
 
+from ..containment import Containment
 from ..ledger import CountKey
 from ..precision import dtype_bits
-from . import formulas, frames
-
-log = logging.getLogger("otel_flops")
+from . import formulas, frames, measured
 
 METHODS = ("fit", "partial_fit", "predict", "predict_proba", "predict_log_proba", "decision_function",
            "transform", "fit_transform", "inverse_transform", "score")
 FALLBACK_BITS = 64
+FAMILY = "formula"  # the op_family of a count from a formula; "measured" from ATen ops (measured.py)
 
 _MARK = "__otel_flops_original__"
 _lock = threading.RLock()
 _refs = 0
 _patched: list[tuple[type, str, Any]] = []  # (class, name, what its __dict__ held, or _ABSENT)
 _ABSENT = object()
-_logged: set[str] = set()
+_containment = Containment()  # failures of our own wrapper code: the call's ledger's errors
 _restore_hooks: list[Callable[[], None]] = []
 
 
-def describe(X: Any) -> tuple[int, int, str | None]:
-    """Rows, columns and dtype name of an array, sparse matrix, DataFrame or nested list."""
+def describe(X: Any) -> tuple[formulas.Data, str | None]:
+    """Rows, columns, stored values and dtype name of an array, sparse matrix, tensor, DataFrame
+    or nested list."""
     if isinstance(X, (list, tuple)):
         X = np.asarray(X)
     shape = getattr(X, "shape", None) or ()
     n = int(shape[0]) if len(shape) else 0
     f = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    nnz = getattr(X, "nnz", None)
+    sparse = isinstance(nnz, (int, np.integer))
     dtype = getattr(X, "dtype", None)
     dtypes = getattr(X, "dtypes", None)
     if dtype is None and dtypes is not None:
@@ -53,57 +56,88 @@ def describe(X: Any) -> tuple[int, int, str | None]:
             dtype = np.result_type(*list(dtypes))
         except TypeError:
             dtype = None
-    return n, f, (str(dtype) if dtype is not None else None)
+    data = formulas.Data(n, f, int(nnz) if sparse else n * f, sparse, X)
+    return data, (str(dtype) if dtype is not None else None)
 
 
-def _report_error(sink: Any, op: str) -> None:
-    sink.add_error(op)
-    if op not in _logged:
-        _logged.add(op)
-        log.warning("otel-flops: could not count %s; it runs uncounted", op, exc_info=True)
-
-
-def _finish(frame: frames.Frame, args: tuple, kwargs: dict) -> None:
-    """Turn a finished call into a count event (never raises into the user's program)."""
+def _finish(frame: frames.Frame, args: tuple, kwargs: dict, result: Any) -> None:
+    """Turn a finished call into count events (never raises into the user's program)."""
     model = type(frame.est).__name__
     op = f"{model}.{frame.method}"
-    if frame.formula is None:
-        if not frame.nested:
-            frame.sink.add_uncounted(op)
-        return
     try:
-        n, f, dtype = describe(args[0] if args else kwargs.get("X"))
-        flops = int(round(frame.formula(frame.est, n, f)))
+        if frame.measured is not None:
+            frame.measured.emit(frame.sink, frame.phase, op, model)
+            return
+        if frame.formula is None:
+            if not frame.nested:
+                frame.sink.add_uncounted(op)
+            return
+        data, dtype = describe(_input(args, kwargs))
+        data = dataclasses.replace(data, out=result)
+        flops = int(round(frame.formula(frame.est, data)))
         bits = dtype_bits(dtype, FALLBACK_BITS) if dtype else FALLBACK_BITS
-        key = CountKey("sklearn", frame.phase, op, "sklearn", dtype or "unknown", bits, "cpu", model)
+        key = CountKey("sklearn", frame.phase, op, FAMILY, dtype or "unknown", bits, "cpu", model)
         frame.sink.add(key, flops, flops * bits)
     except Exception:
-        _report_error(frame.sink, op)
+        _containment.failed(op, "it runs uncounted", frame.sink)
+
+
+def _input(args: tuple, kwargs: dict) -> Any:
+    if args:
+        return args[0]
+    for name in ("X", "raw_documents", "y"):
+        if name in kwargs:
+            return kwargs[name]
+    return None
 
 
 def _wrap(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     @functools.wraps(fn)
     def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sink = frames.sink_for(self)
-        if sink is None:
+        frame = _open(self, method, _input(args, kwargs))
+        if frame is None:
             return fn(self, *args, **kwargs)
-        parent = frames.top()
-        formula = formulas.lookup(type(self), method)
-        phase = parent.phase if parent is not None and parent.est is self else method
-        frame = frames.Frame(self, method, phase, sink, formula)
-        if parent is not None:
-            parent.nested = True
-        stack = frames.stack()
-        stack.append(frame)
         try:
-            result = fn(self, *args, **kwargs)
+            result = fn(self, *args, **kwargs)  # the user's call: its exceptions are its own
         finally:
-            stack.pop()
-        _finish(frame, args, kwargs)
+            _close(frame)
+        _finish(frame, args, kwargs, result)
         return result
 
     setattr(counted, _MARK, fn)
     return counted
+
+
+def _open(est: Any, method: str, X: Any) -> frames.Frame | None:
+    """The frame a counted call runs in, pushed on this thread's stack; None when the call is
+    not counted, or when our own bookkeeping fails (then the call runs uncounted). On torch
+    input the call's ATen ops are measured instead of its formula applied (``measured``)."""
+    try:
+        sink = frames.sink_for(est)
+        if sink is None:
+            return None
+        parent = frames.top()
+        formula = formulas.lookup(type(est), method)
+        phase = parent.phase if parent is not None and parent.est is est else method
+        frame = frames.Frame(est, method, phase, sink, formula, measured=measured.begin(X, phase))
+        if parent is not None:
+            parent.nested = True
+        frames.stack().append(frame)
+        return frame
+    except Exception:
+        _containment.failed(f"scikit-learn wrapper of {method}", "the call runs uncounted")
+        return None
+
+
+def _close(frame: frames.Frame) -> None:
+    stack = frames.stack()
+    if stack and stack[-1] is frame:
+        stack.pop()
+    if frame.measured is not None:
+        try:
+            frame.measured.stop()
+        except Exception:
+            _containment.failed(f"{type(frame.est).__name__}.{frame.method}", "its ATen ops may count twice")
 
 
 def _wrapped_attr(raw: Any, method: str) -> Any:
