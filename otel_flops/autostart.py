@@ -3,7 +3,8 @@
 ``otel-flops run`` sets OTEL_FLOPS_AUTOSTART for the command it starts. Every Python process
 that inherits it comes here; only one per rank counts: the first instrumented process marks
 itself in OTEL_FLOPS_OWNER, multiprocessing helpers (DataLoader workers, fork or spawn) and
-torchrun's launcher step aside, and torchrun's workers each count as their own rank.
+torchrun's launcher step aside, and torchrun's workers each count as their own rank. The report
+is written at exit, or when SIGTERM or SIGHUP ends the program (see ``signals``).
 """
 
 from __future__ import annotations

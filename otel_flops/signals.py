@@ -11,7 +11,9 @@ passed twice. When the script is killed by a signal, ``exit_status`` kills the p
 In the script (``report_on_signals``): SIGTERM and SIGHUP, whose default ends a process without
 running ``atexit``, get a handler that writes the report and then ends the process by the same
 signal with the default action. A handler the program installs later replaces it; one that chains
-to it (calls the previous handler) finds it a no-op, as SIG_DFL would have been.
+to it (calls the previous handler) finds it a no-op, as SIG_DFL would have been. A program whose
+own handler ends the process by the signal (rather than by exiting) ends without a report. SIGINT
+needs nothing: Python's KeyboardInterrupt unwinds through ``atexit``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def run(cmd: list[str], env: Mapping[str, str]) -> int:
             if select.select([read_fd], [], [], POLL_S)[0]:
                 now = time.monotonic()
                 seen.update((signum, now) for signum in os.read(read_fd, 4096))
-            received[:] = [item for item in received if not _settled(child, item, seen)]
+            for item in [item for item in received if _settled(child, item, seen)]:
+                received.remove(item)  # in place: the handler may append meanwhile
         return child.returncode
     finally:
         os.close(read_fd)
