@@ -10,8 +10,10 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 # Label filters of the dashboard's variables; energy, power and budgets carry no model/phase/dtype.
-RUN = 'job=~"$job", instance=~"$instance"'
+RUN = 'job=~"$job", run=~"$run", instance=~"$instance"'
 WORK = RUN + ', model=~"$model", phase=~"$phase", device=~"$device", dtype=~"$dtype"'
+# Machine energy (one publisher per node), under the same run and device filters as the FLOPs.
+NODE_ENERGY = 'scope="node", ' + RUN + ', device=~"$device"'
 
 
 def query(expr: str, legend: str = "__auto", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:

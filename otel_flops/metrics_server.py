@@ -52,7 +52,24 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
         self.tls = tls
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._open: set[socket.socket] = set()
+        self._scrapes = threading.Condition()
+        self._started = self._answered = 0  # requests started, and answered in full
+        self._final_after: int | None = None  # requests started before the final state was set
+        self._final_answered = False
         _LIVE.add(self)
+
+    @property
+    def scraped(self) -> bool:
+        """Whether any request has been answered."""
+        return self._answered > 0
+
+    def wait_final_scrape(self, timeout: float) -> bool:
+        """From now on the page shows the final state: wait (at most ``timeout`` s) until a request
+        that started after this call has been answered in full. True when one was."""
+        with self._scrapes:
+            self._final_after = self._started
+            self._final_answered = False
+            return self._scrapes.wait_for(lambda: self._final_answered, timeout)
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -66,12 +83,16 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
 
     def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
         served = request
+        with self._scrapes:
+            self._started += 1
+            number = self._started
         try:
             request.settimeout(TIMEOUT_S)
             if self.tls:
                 served = self.tls.wrap_socket(request, server_side=True)  # takes over the descriptor
                 self._open.add(served)
             self.finish_request(served, client_address)
+            self._answer(number)
         except OSError as exc:  # a client that stalls, hangs up or fails the handshake
             log.debug("otel-flops: /metrics connection from %s dropped: %s", client_address, exc)
         except Exception:
@@ -79,6 +100,13 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
         finally:
             self._open.discard(request)
             self._done(served)
+
+    def _answer(self, number: int) -> None:
+        with self._scrapes:
+            self._answered += 1
+            if self._final_after is not None and number > self._final_after:
+                self._final_answered = True
+                self._scrapes.notify_all()
 
     def _done(self, connection: socket.socket) -> None:
         self._open.discard(connection)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import identity
+
 MODES = ("steady", "full")
 OP_LABELS = ("none", "family", "op")
 EXPORTERS = ("prometheus", "otlp", "console", "none")
@@ -44,6 +46,10 @@ class Settings:
     rank: dict[str, int] | None = None  # rank, local_rank, world_size under torchrun
     peak_flops: float | None = None  # overrides the peak table for MFU
     alpha_profile: str | None = None  # an `otel-flops calibrate` profile: predicted time per op
+    run_id: str = "unknown"  # the run every series belongs to (identity.run_id)
+    pool: str | None = None  # a named pool of runs that shares a budget
+    node: str = "unknown"  # the machine: its energy is published by one process only
+    linger: float | None = None  # the longest wait at exit for a final scrape, in seconds
 
     @property
     def local_rank(self) -> int:
@@ -128,6 +134,7 @@ NUMBERS: dict[str, Number] = {
     "budget_bops": Number("OTEL_FLOPS_BUDGET_BOPS", float, 0, strict=True),
     "budget_joules": Number("OTEL_FLOPS_BUDGET_JOULES", float, 0, strict=True),
     "peak_flops": Number("OTEL_FLOPS_PEAK_FLOPS", float, 0, strict=True),
+    "linger": Number("OTEL_FLOPS_LINGER", float, 0, maximum=3600),
 }
 
 
@@ -205,6 +212,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rank=_rank(env),
         peak_flops=_number(env, "peak_flops", None),
         alpha_profile=_existing_file(env, "OTEL_FLOPS_ALPHA_PROFILE"),
+        run_id=identity.run_id(env),
+        pool=env.get("OTEL_FLOPS_POOL") or None,
+        node=identity.node(env),
+        linger=_number(env, "linger", None),
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY go together; set both or neither")

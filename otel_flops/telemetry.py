@@ -29,6 +29,21 @@ METER_NAME = "otel_flops"
 BASE_LABELS = ("framework", "phase", "dtype", "bits", "device", "model")
 
 
+def safe(value: Any) -> str:
+    """A label value the exposition can always encode: text that is not valid UTF-8 (a lone
+    surrogate such as "\\udcff") is written as its backslash escape instead of failing the scrape."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def common_labels(settings: Settings) -> dict[str, str]:
+    """Labels on every series: the run (and pool) it belongs to, the machine, the torchrun rank."""
+    labels = {"run": settings.run_id, "node": settings.node}
+    if settings.pool:
+        labels["pool"] = settings.pool
+    labels.update((k, str(v)) for k, v in (settings.rank or {}).items())
+    return {key: safe(value) for key, value in labels.items()}
+
+
 @dataclass
 class Endpoint:
     scheme: str
@@ -47,7 +62,9 @@ class Telemetry:
         self._ledger = ledger
         self._settings = settings
         self._energy = energy
-        self._rank = {k: str(v) for k, v in (settings.rank or {}).items()}
+        self._rank = common_labels(settings)
+        self._started_at = time.time()
+        self._finished_at: float | None = None
         self._provider: Any = None
         self._server: Any = None
         self.endpoint: Endpoint | None = None
@@ -56,6 +73,7 @@ class Telemetry:
     def start(self, export: bool, meter_provider: Any = None) -> None:
         """Our own provider and readers with ``export``; else the given or the global provider."""
         self._started = time.monotonic()
+        self._started_at = time.time()
         if export:
             provider = self._provider = self._own_provider()
         else:
@@ -70,7 +88,11 @@ class Telemetry:
                 description="Bytes moved by collectives (DDP's all-reduce and others), not FLOPs")
         for kind, value in self._settings.budgets.items():
             gauge(f"otel_flops.budget.{kind}", [self._constant(value)],
-                  description=f"Compute budget in {kind}, for alerting on use against it")
+                  description=f"Compute budget in {kind} of the run (or of its pool), for alerting on use against it")
+        gauge("otel_flops.run.started", [self._observe_started],
+              description="When the run's counting started, in Unix seconds")
+        gauge("otel_flops.run.finished", [self._observe_finished],
+              description="When the run finished normally, in Unix seconds; absent while it runs")
         if self._settings.alpha_profile:
             counter("otel_flops.alpha_flops", [self._observe_alpha_flops], unit="{flop}",
                     description="alpha-FLOPs: FLOPs as this device perceives them (otel-flops calibrate)")
@@ -87,8 +109,11 @@ class Telemetry:
                     description="CO2-equivalent emissions of that energy")
 
     def stop(self) -> None:
-        """A final collection goes out through push readers (OTLP) as the provider shuts down."""
+        """A final collection goes out through push readers (OTLP) as the provider shuts down;
+        /metrics serves the final state until a scrape reads it, at most ``linger`` seconds."""
+        self._finished_at = time.time()
         if self._server is not None:
+            self._linger(self._server)
             self._server.shutdown()
             self._server.server_close()
             self._server = None
@@ -96,13 +121,25 @@ class Telemetry:
             self._provider.shutdown()
             self._provider = None
 
+    def _linger(self, server: Any) -> None:
+        limit = self._settings.linger or 0
+        if limit <= 0:
+            return
+        try:
+            if not server.wait_final_scrape(limit):
+                log.info("otel-flops: no scrape of the final totals within OTEL_FLOPS_LINGER=%gs; they "
+                         "are in the report only", limit)
+        except KeyboardInterrupt:
+            log.info("otel-flops: stopped waiting for the final scrape")
+
     # ------------------------------------------------------------------ readers
     def _own_provider(self) -> Any:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.resources import Resource
 
         readers = [reader for name in self._settings.exporters for reader in [READERS[name](self)] if reader]
-        return MeterProvider(metric_readers=readers, resource=Resource.create())
+        resource = Resource.create({"service.instance.id": self._settings.run_id})
+        return MeterProvider(metric_readers=readers, resource=resource)
 
     def _prometheus_reader(self) -> Any:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -169,7 +206,7 @@ class Telemetry:
         }
 
     def _observe(self, attr: str) -> Iterable[Observation]:
-        return [Observation(getattr(t, attr), {**dict(labels), **self._rank})
+        return [Observation(getattr(t, attr), {**{k: safe(v) for k, v in labels}, **self._rank})
                 for labels, t in self._labelled().items()]
 
     def _observe_flops(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -193,9 +230,15 @@ class Telemetry:
 
     def _constant(self, value: float) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(value, {"budget": self._settings.budget_name, **self._rank})]
+            return [Observation(value, {"budget": safe(self._settings.budget_name), **self._rank})]
 
         return observe
+
+    def _observe_started(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self._started_at, dict(self._rank))]
+
+    def _observe_finished(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self._finished_at is None else [Observation(self._finished_at, dict(self._rank))]
 
     def _observe_mfu(self, options: CallbackOptions) -> Iterable[Observation]:
         """Utilisation since the previous collection (the first: since the session started)."""
@@ -209,16 +252,23 @@ class Telemetry:
 
     def _observe_energy(self, options: CallbackOptions) -> Iterable[Observation]:
         joules = self._energy.reading().joules
-        return [Observation(j, {"hw_type": h, "device": d, "source": s, **self._rank})
+        return [Observation(j, {"hw_type": h, "device": d, "source": s, **self._node})
                 for (h, d, s), j in joules.items()]
 
     def _observe_power(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self._finished_at is not None:
+            return []  # a finished run draws nothing; the next process to measure this machine may publish already
         watts = self._energy.reading().watts
-        return [Observation(w, {"hw_type": h, "device": d, **self._rank}) for (h, d), w in watts.items()]
+        return [Observation(w, {"hw_type": h, "device": d, **self._node}) for (h, d), w in watts.items()]
 
     def _observe_emissions(self, options: CallbackOptions) -> Iterable[Observation]:
         reading = self._energy.reading()
-        return [Observation(reading.emissions_g, dict(self._rank))] if reading.joules else []
+        return [Observation(reading.emissions_g, dict(self._node))] if reading.joules else []
+
+    @property
+    def _node(self) -> dict[str, str]:
+        """Machine energy: measured by one process per machine, labelled as the node's, not the run's."""
+        return {**self._rank, "scope": "node"}
 
 
 # The readers OTEL_METRICS_EXPORTER can name ("none" adds none).

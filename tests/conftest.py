@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections import defaultdict
@@ -14,6 +16,10 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_flops.workloads import WORKLOADS, train_step
+
+# One machine-energy lock per test process (energy/node_lock.py): tests of other processes on this
+# machine do not take this one's energy away; subprocesses a test starts share it, like one machine.
+os.environ.setdefault("OTEL_FLOPS_LOCK_DIR", tempfile.mkdtemp(prefix="otel-flops-lock-"))
 
 # Small batches keep the suite fast on 2 cores; the counts scale exactly with batch.
 BATCH = {"mlp": 16, "resnet18": 2, "transformer": 2}

@@ -3,6 +3,7 @@ spec's JSON schema, and the Kubernetes manifests are the ones generated from the
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,19 @@ def test_rules_naming_and_annotations():
             assert "humanize" in rule["annotations"]["description"], rule["alert"]
     alerts = {rule["alert"] for rule in rules if "alert" in rule}
     assert {"ComputeBudgetExceeded", "ComputeDailyThresholdExceeded", "ComputeBudgetForecastExceeded",
-            "ComputeEfficiencyDropped", "OtelFlopsExporterDown", "TrainingWithoutFlops"} <= alerts
+            "ComputeEfficiencyDropped", "OtelFlopsExporterDown", "TrainingWithoutFlops",
+            "OtelFlopsTargetMissing"} <= alerts
     budgets = [r for r in rules if r.get("alert") == "ComputeBudgetExceeded"]
-    assert sorted(r["labels"]["resource"] for r in budgets) == ["bops", "flops", "joules"]
+    assert sorted((r["labels"]["scope"], r["labels"]["resource"]) for r in budgets) == [
+        (scope, kind) for scope in ("pool", "run") for kind in ("bops", "flops", "joules")]
+
+
+def test_rules_read_counters_only_through_increase_or_rate():
+    """Reset-safe: a raw counter in a rule would lose the work done before a restart."""
+    groups = yaml.safe_load((DEPLOY / "prometheus/rules/otel-flops.yml").read_text())["groups"]
+    for rule in (rule for group in groups for rule in group["rules"]):
+        for match in re.finditer(r"(\w+\()?\s*otel_flops_\w+_total\b", rule["expr"]):
+            assert match.group(1) in ("increase(", "rate("), (rule.get("alert") or rule["record"], rule["expr"])
 
 
 def test_prometheus_config_scrapes_static_and_file_sd_targets():
@@ -65,7 +76,7 @@ def test_prometheus_config_scrapes_static_and_file_sd_targets():
 def test_amtool_check_config():
     _run(require("amtool"), "check-config", "alertmanager/alertmanager.yml")
     route = yaml.safe_load((DEPLOY / "alertmanager/alertmanager.yml").read_text())["route"]
-    assert {"job", "budget"} <= set(route["group_by"])
+    assert {"run", "pool", "budget"} <= set(route["group_by"])
 
 
 def _compose_validator() -> jsonschema.Draft7Validator:

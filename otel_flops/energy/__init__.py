@@ -45,7 +45,8 @@ class EnergyMonitor:
     measures every ``energy_interval`` seconds in a process of its own (``codecarbon_process``)
     and the latest of its readings is taken from a pipe without waiting. Only local rank 0 (or
     a process with no LOCAL_RANK) measures: the sources measure the whole machine, so a second
-    rank on the same host would count the same joules again.
+    rank on the same host would count the same joules again; and of the processes of one machine
+    only the one holding its lock (``node_lock``) measures.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -54,6 +55,7 @@ class EnergyMonitor:
         self._reasons: list[str] = []
         self._skipped: str | None = None
         self._started = False
+        self._lock: int | None = None
 
     def start(self) -> None:
         """Returns in a few ms: NVML takes its baseline, CodeCarbon's process starts (and then
@@ -64,6 +66,8 @@ class EnergyMonitor:
             return
         if self._started:
             return
+        if not self._hold_node_lock():
+            return
         self._started = True
         from .codecarbon import CodeCarbonSource
         from .nvml import NvmlSource
@@ -72,6 +76,22 @@ class EnergyMonitor:
         self._try(CodeCarbonSource(self.settings.energy_interval, count_gpu=nvml is None))
         if self._reasons:
             log.debug("otel-flops: energy sources not used: %s", "; ".join(self._reasons))
+
+    def _hold_node_lock(self) -> bool:
+        """Whether this process is the one that measures the machine (see ``node_lock``)."""
+        from . import node_lock
+
+        try:
+            self._lock = node_lock.acquire()
+        except OSError as exc:
+            log.warning("otel-flops: cannot open the energy lock %s (%s); set OTEL_FLOPS_LOCK_DIR to a writable "
+                        "directory. Measuring anyway: another process here may count the same joules",
+                        node_lock.path(), exc.strerror or exc)
+            return True
+        if self._lock is None:
+            self._skipped = "measured by another otel-flops process on this machine (one per machine)"
+            return False
+        return True
 
     def _try(self, source: Any) -> Any:
         """Start one source; on failure note why and return None."""
@@ -108,6 +128,9 @@ class EnergyMonitor:
                 source.stop()
             except Exception:
                 log.debug("otel-flops: %s did not stop cleanly", source.name, exc_info=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def reading(self) -> EnergyReading:
         """The sources' cumulative values now, merged; never waits, never raises, safe from any thread."""
