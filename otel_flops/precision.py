@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-# Bits per element, keyed by the dtype's name as torch and numpy print it.
+# Bits per operand, keyed by the dtype's name as torch and numpy print it. Complex work is counted
+# in real FLOPs, each on one real part (a complex multiply is 6 of them), so a complex dtype's
+# width is its parts' width: complex64's FLOPs are 32-bit FLOPs.
 DTYPE_BITS: dict[str, int] = {
-    "float64": 64, "double": 64, "complex128": 128, "cdouble": 128, "complex64": 64, "cfloat": 64,
-    "complex32": 32,
+    "float64": 64, "double": 64, "complex128": 64, "cdouble": 64, "complex64": 32, "cfloat": 32,
+    "complex32": 16,
     "float32": 32, "float": 32, "float16": 16, "half": 16, "bfloat16": 16,
     "float8_e4m3fn": 8, "float8_e4m3fnuz": 8, "float8_e5m2": 8, "float8_e5m2fnuz": 8, "float8_e8m0fnu": 8,
     "float4_e2m1fn_x2": 4,

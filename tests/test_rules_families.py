@@ -258,6 +258,14 @@ def test_complex_matmul_is_eight_real_flops_per_multiply_add():
     assert _by_op(lambda: torch.bmm(c, d))["aten.bmm"] == 8 * 2 * 3 * 4 * 5
 
 
+@pytest.mark.parametrize(("dtype", "bits"), [(torch.complex64, 32), (torch.complex128, 64)])
+def test_complex_bops_use_the_width_of_one_real_part(dtype, bits):
+    """Complex FLOPs are real FLOPs on one real part each: complex64's are 32-bit FLOPs."""
+    a, b = torch.randn(1, 1, dtype=dtype), torch.randn(1, 1, dtype=dtype)
+    op = _report(lambda: a @ b)["by_op"]["aten.mm"]
+    assert (op["flops"], op["bops"]) == (8, 8 * bits)
+
+
 def test_complex_elementwise_ops_count_real_flops():
     a, b = torch.randn(3, dtype=torch.complex64), torch.randn(3, dtype=torch.complex64)
     counts = _by_op(lambda: (a * b, a + b, a / b, torch.exp(a), a.sum()))
