@@ -13,8 +13,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import wrapt
+
 from .session import Report, Session, active, begin, end
 from .settings import Settings, SettingsError, load
+
+# Follow torch.compile from now on (at once if Dynamo is loaded, else when it is): graphs compiled
+# before a session starts are counted in it too.
+wrapt.register_post_import_hook("otel_flops.torch.compiled:follow_dynamo", "torch._dynamo.output_graph")
 
 __all__ = ["track", "instrument", "uninstrument", "phase", "Report", "Session", "Settings", "SettingsError"]
 

@@ -5,6 +5,8 @@ are bitwise those of the same compiled run with no session."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,6 +165,40 @@ def test_recompiled_shapes_get_their_own_counts(grad_mode) -> None:
     if grad_mode is torch.no_grad:  # (inference_mode's whole aten.linear has no rule yet: issue 15)
         per_row = 2 * 8 * 16 + 16 + 2 * 16 * 4  # addmm (bias not counted, as FlopCounterMode), GELU, addmm
         assert report["phases"]["inference"]["flops"] == per_row * sum(batches)
+
+
+def test_a_model_compiled_before_the_session_is_counted_in_it() -> None:
+    """Its graphs were compiled with no session (and, on torch 2.13, Dynamo does not recompile
+    them under the session's hooks): they are followed from the import of otel_flops on."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = mlp()
+    compiled = torch.compile(model)
+    x = torch.randn(8, 16)
+    compiled(x).sum().backward()  # compiled here, outside any session
+
+    def step(run) -> dict:
+        with otel_flops.track(run, mode="full", energy=False) as tracker:
+            run(x).sum().backward()
+            return tracker.report()
+
+    eager, report = step(model), step(compiled)
+    assert report["phases"] == eager["phases"] and report["incomplete"] == []
+
+
+def test_graphs_compiled_before_otel_flops_was_imported_make_the_count_incomplete() -> None:
+    script = (
+        "import torch\n"
+        "m = torch.compile(torch.nn.Linear(4, 4))\n"
+        "m(torch.ones(2, 4))\n"
+        "import otel_flops\n"
+        "with otel_flops.track(m, energy=False) as t:\n"
+        "    m(torch.ones(2, 4))\n"
+        "print(t.report()['incomplete'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "1 torch.compile graph(s) were compiled before otel_flops was imported" in out.stdout
 
 
 class Linear4bit(nn.Linear):

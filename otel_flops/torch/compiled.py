@@ -6,9 +6,9 @@ would then see only what Inductor does not fuse (its extern ``mm``/``addmm`` cal
 paused inside every compiled graph, and the graph's work is credited instead from a count of
 the graph made once per input signature:
 
-- Dynamo hands each graph to its backend through ``OutputGraph.call_user_compiler``; while a
-  session is active that call is wrapped, and the compiled function it returns is wrapped in
-  ``CompiledGraph`` (the artifact itself is untouched: CUDA graphs and Triton kernels run as
+- Dynamo hands each graph to its backend through ``OutputGraph.call_user_compiler``; from the
+  import of otel_flops on, that call is wrapped, and the compiled function it returns is wrapped
+  in ``CompiledGraph`` (the artifact itself is untouched: CUDA graphs and Triton kernels run as
   they were built).
 - The first time a graph runs with the counting mode on, its FX graph (Dynamo's, made of the
   same torch calls the eager code made) is run once on fake tensors of the real inputs' shapes
@@ -28,6 +28,7 @@ import functools
 import logging
 import operator
 import re
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -248,26 +249,43 @@ def _wrap_compiler(call_user_compiler: Any) -> Any:
     return counted_compiler
 
 
+# Graphs Dynamo had compiled before we followed it: their fused work is invisible to the mode.
+_unfollowed: list[int] = []
+
+
+def follow_dynamo(output_graph: types.ModuleType) -> None:
+    """Wrap Dynamo's backend call, for the life of the process (a post-import hook on
+    ``torch._dynamo.output_graph``, registered when otel_flops is imported): every graph compiled
+    from then on is counted whenever a session runs, however long before it was compiled; with
+    no session its wrapper costs one call and one check of the dispatch stack."""
+    original = getattr(output_graph.OutputGraph, "call_user_compiler", None)
+    if original is None or getattr(original, "otel_flops", False) or _unfollowed:
+        return
+    from torch._dynamo.utils import counters
+
+    _unfollowed.append(counters["stats"]["unique_graphs"])
+    output_graph.OutputGraph.call_user_compiler = _wrap_compiler(original)
+
+
+def incomplete() -> list[str]:
+    """Why compiled work may be missing from the count, one line per reason."""
+    n = _unfollowed[0] if _unfollowed else 0
+    if not n:
+        return []
+    return [f"{n} torch.compile graph(s) were compiled before otel_flops was imported: when they run, only "
+            "the ops they do not fuse are counted (import otel_flops before the first compiled call)"]
+
+
 # torch warns that global module hooks also fire on the OptimizedModule wrapper; ours know it.
 HOOK_WARNING = "Using `torch.compile(module)` when there are global hooks"
 
 
 def install() -> list[Callable[[], None]]:
-    """Wrap Dynamo's backend call for this session; returns the undos (none when this torch has
-    no such call: then compiled graphs are counted only by what the mode sees of them)."""
-    try:
-        from torch._dynamo.output_graph import OutputGraph
-    except ImportError:
-        return []
-    original = getattr(OutputGraph, "call_user_compiler", None)
-    if original is None or getattr(original, "otel_flops", False):
-        return []
-    OutputGraph.call_user_compiler = _wrap_compiler(original)
+    """For one session: silence torch's warning about our global hooks; returns the undo."""
     warnings.filterwarnings("ignore", message=re.escape(HOOK_WARNING))
     ignored = warnings.filters[0]
 
     def undo() -> None:
-        OutputGraph.call_user_compiler = original
         with contextlib.suppress(ValueError):
             warnings.filters.remove(ignored)
 
