@@ -1,7 +1,7 @@
 """What energy measurement costs a CPU-bound training step: bare vs steady+energy on vs steady+energy off.
 
     python benchmarks/energy_overhead.py [--rounds 7] [--settle 2.5] [--seconds 3] [--batch 64]
-                                         [--interval 2] [--threads N] [--out FILE]
+                                         [--interval 2] [--threads N] [--from-start] [--out FILE]
 
 A small MLP (the seed paper's, AdamW, fp32) trains on the CPU, where every microsecond the
 training thread loses shows in the step. Each round runs three blocks, one per variant, in an
@@ -11,8 +11,10 @@ and which-runs-first cancel. Each block is a session of its own, as a user would
 ``--settle`` seconds of steps first, and on until CodeCarbon's process measures (its one-time
 start-up, about 0.4 s of CPU in its own process, stays out of the timing),
 then ``--seconds`` of timed steps, long enough to hold at least one CodeCarbon measurement.
+``--from-start`` times each session from its first step instead, CodeCarbon's start-up included.
 The figure per pair is the median, over rounds, of the ratio of the two blocks' mean step
-times. It also shows the CPU time CodeCarbon's process used per second while it measured.
+times, and of their CPU time per step in the training thread (which other processes competing
+for the cores do not inflate). It also shows the CPU time CodeCarbon's process used per second.
 """
 
 from __future__ import annotations
@@ -64,21 +66,25 @@ class Block:
     def step(self) -> None:
         train_step(self.model, self.optimizer, self.workload, self.x, self.y)
 
-    def run(self, context: Callable[[], contextlib.AbstractContextManager], settle: float,
-            seconds: float) -> tuple[float, float | None]:
+    def run(self, context: Callable[[], contextlib.AbstractContextManager], settle: float | None,
+            seconds: float) -> tuple[float, float, float | None]:
+        """Seconds per step (wall clock, and CPU of the training thread), and CodeCarbon's process's
+        CPU seconds per second. ``settle=None``: time from the session's first step, CodeCarbon's
+        start-up included."""
         gc.collect()
         with context() as tracker:
-            until = time.perf_counter() + settle
-            while time.perf_counter() < until or not _measuring(tracker):
+            until = time.perf_counter() + (settle or 0.0)
+            while settle is not None and (time.perf_counter() < until or not _measuring(tracker)):
                 self.step()
             samplers = _samplers()
             cpu = sum(_cpu(p) for p in samplers)
-            steps, began = 0, time.perf_counter()
+            steps, began, thread_began = 0, time.perf_counter(), time.thread_time()
             while (elapsed := time.perf_counter() - began) < seconds:
                 self.step()
                 steps += 1
+            thread_cpu = time.thread_time() - thread_began
             sampler_cpu = (sum(_cpu(p) for p in samplers) - cpu) / elapsed if samplers else None
-        return elapsed / steps, sampler_cpu
+        return elapsed / steps, thread_cpu / steps, sampler_cpu
 
 
 def _measuring(tracker: otel_flops.Tracker | None) -> bool:
@@ -110,6 +116,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per block")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--interval", type=float, default=2.0, help="CodeCarbon's measurement interval, s")
+    parser.add_argument("--from-start", action="store_true",
+                        help="no settling: time each session from its first step, CodeCarbon's start-up included")
     parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: torch's own choice)")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -120,29 +128,36 @@ def main() -> None:
     for _ in range(20):  # warm-up: allocator, kernels
         bench.step()
     steps: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    thread_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     sampler_cpu: list[float] = []
     for rnd in range(args.rounds):
         for name in VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]:
-            step, cpu = bench.run(variants[name], args.settle, args.seconds)
+            step, cpu, sampler = bench.run(variants[name], None if args.from_start else args.settle, args.seconds)
             steps[name].append(step)
-            if cpu is not None:
-                sampler_cpu.append(cpu)
+            thread_cpu[name].append(cpu)
+            if sampler is not None:
+                sampler_cpu.append(sampler)
     ratios = {pair: [a / b for a, b in zip(steps[pair[0]], steps[pair[1]])] for pair in PAIRS}
+    cpu_ratios = {pair: [a / b for a, b in zip(thread_cpu[pair[0]], thread_cpu[pair[1]])] for pair in PAIRS}
     print(f"MLP b{args.batch} fp32 training step (AdamW), CPU: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"{datetime.date.today()}")
-    print(f"{args.rounds} rounds of 3 interleaved blocks ({args.settle:g} s settle + {args.seconds:g} s timed), "
+    settle = "timed from the first step" if args.from_start else f"{args.settle:g} s settle"
+    print(f"{args.rounds} rounds of 3 interleaved blocks ({settle} + {args.seconds:g} s timed), "
           f"energy interval {args.interval:g} s")
     for name in VARIANTS:
         print(f"  {name:<20} median step {1e3 * statistics.median(steps[name]):.3f} ms")
     for pair in PAIRS:
         low, high = _quartiles(ratios[pair])
-        print(f"  {pair[0]} / {pair[1]}: median {statistics.median(ratios[pair]):.3f}x [{low:.3f}-{high:.3f}]")
+        cpu_low, cpu_high = _quartiles(cpu_ratios[pair])
+        print(f"  {pair[0]} / {pair[1]}: median {statistics.median(ratios[pair]):.3f}x [{low:.3f}-{high:.3f}]; "
+              f"training thread's CPU per step {statistics.median(cpu_ratios[pair]):.3f}x "
+              f"[{cpu_low:.3f}-{cpu_high:.3f}]")
     if sampler_cpu:
         print(f"  CodeCarbon's process: {1e3 * statistics.median(sampler_cpu):.1f} ms of CPU per second")
     if args.out:
         Path(args.out).write_text(json.dumps({
-            "args": vars(args), "steps": steps,
+            "args": vars(args), "steps": steps, "thread_cpu": thread_cpu,
             "ratios": {" / ".join(pair): values for pair, values in ratios.items()},
             "sampler_cpu_per_s": sampler_cpu,
         }, indent=2) + "\n")
