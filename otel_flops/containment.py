@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,14 +30,18 @@ class Containment:
 
     def failed(self, site: str, consequence: str, ledger: Ledger | None = None) -> None:
         """Call from an ``except Exception`` block: counts the failure under ``site`` (in
-        ``ledger``, or the one given at construction) and logs it, with its traceback, the
-        first time ``site`` fails. ``consequence`` says what the program gets instead."""
+        ``ledger``, or the one given at construction) and logs it in one line the first time
+        ``site`` fails (its traceback at debug level: a traceback through otel-flops on the
+        user's stderr reads as a crash). ``consequence`` says what the program gets instead."""
         sink = ledger if ledger is not None else self.ledger
         if sink is not None:
             sink.add_error(site)
         if site not in self._logged:
             self._logged.add(site)
-            log.warning("otel-flops: %s failed; %s (counted under errors)", site, consequence, exc_info=True)
+            error = sys.exc_info()[1]
+            log.warning("otel-flops: %s failed (%s: %s); %s (counted under errors)", site,
+                        type(error).__name__, error, consequence)
+            log.debug("otel-flops: %s failed", site, exc_info=True)
 
     def guard(self, site: str, consequence: str, fn: Callable[..., Any],
               fallback: Callable[..., Any] | None = None) -> Callable[..., Any]:

@@ -365,12 +365,34 @@ def test_a_users_mode_entered_inside_the_session_is_said_to_hide_work(caplog):
     with caplog.at_level(logging.WARNING, logger="otel_flops"), otel_flops.track(
             mode="steady", energy=False) as tracker:
         _train(model, optimizer, [8, 8, 8])
+        optimizer.zero_grad()
+        out = model(torch.randn(8, 16))  # a replayed forward: steady mode is not intercepting after it
         with _Seen():
-            _train(model, optimizer, [8, 4])  # the batch of 4 is new: it cannot be intercepted under it
+            out.sum().backward()
+            optimizer.step()
+            _train(model, optimizer, [4])  # new: it cannot be intercepted under the user's mode
     report = tracker.report()
     assert report["incomplete"][0].startswith("2 segment(s) ran while another TorchDispatchMode")
     assert sum("count is incomplete" in r.getMessage() for r in caplog.records) == 1
     assert _flops(report, "forward") == 4 * 8 * 16 * 4 * 2  # the batch of 4 is missing, and said to be
+
+
+def test_a_users_mode_entered_between_steps_sits_above_an_intercepted_gap_and_is_counted_through():
+    """After a replayed step whose recorded tail did no FLOPs, steady mode intercepts the gap, so a
+    mode the user enters there lands above ours, and what runs under it is counted."""
+    reports = {}
+    for mode in ("full", "steady"):
+        torch.manual_seed(0)
+        model = nn.Linear(16, 4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with otel_flops.track(mode=mode, energy=False) as tracker:
+            _train(model, optimizer, [8, 8, 8])
+            with _Seen():
+                _train(model, optimizer, [8, 4])
+        reports[mode] = tracker.report()
+    assert reports["steady"]["phases"] == reports["full"]["phases"]
+    assert reports["steady"]["incomplete"] == []
+    assert _flops(reports["steady"], "forward") == 4 * 8 * 16 * 4 * 2 + 4 * 16 * 4 * 2
 
 
 @dataclasses.dataclass
