@@ -107,7 +107,11 @@ class Session:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        with self._counting.tracker.phase(name):
+        tracker = self._counting.phase_tracker()
+        if tracker is None:
+            yield
+            return
+        with tracker.phase(name):
             yield
 
     def report(self) -> Report:

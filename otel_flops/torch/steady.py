@@ -42,6 +42,10 @@ The dispatch mode is pushed only over the modes that were active when the sessio
 (and popped only from the top): a mode entered inside the session stays above ours, and the
 segments that would need interception under it are reported as not counted. ``tls`` keeps
 torch's thread-local state right when a switch happens inside ``torch.inference_mode``.
+
+All of this is the session thread's. Every other thread that runs torch work is intercepted in
+full, with a counting mode and a phase tracker of its own (``threads``); this class's hooks
+ignore those threads.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from .dispatch import CountingMode
 from .dynamic import data_dependent
 from .keys import Unkeyable, frozen_option, tensor_signature, value_signature
 from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
+from .threads import Threads
 
 log = logging.getLogger("otel_flops")
 
@@ -286,6 +291,7 @@ class SteadyCounting:
         self.counters = {"recorded": 0, "audited": 0, "mismatches": 0, "unrecorded": 0, "intercepted": 0}
         self._incomplete: Counter[str] = Counter()
         self._evicted_seen = 0
+        self._threads = Threads(ledger, settings, roots, alpha_profile)  # every other thread: full interception
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -300,6 +306,7 @@ class SteadyCounting:
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
         self._original_backward = torch.autograd.backward
         torch.autograd.backward = self._wrap_backward(self._original_backward)
+        self._threads.start()
         self._mode.sink = self.tracker.ledger = self.ledger
         self._open = None
         self._switch_to(True)  # until the first boundary, count straight into the ledger
@@ -311,6 +318,7 @@ class SteadyCounting:
         remove(self._optimizer_hooks)
         remove(self._root_hooks)
         torch.autograd.backward = self._original_backward
+        self._threads.stop()
         if self._incomplete.get("session-end"):
             self._warn("session-end")
 
@@ -322,7 +330,11 @@ class SteadyCounting:
 
     def incomplete(self) -> list[str]:
         """Why the count is incomplete, one line per reason; empty when it is complete."""
-        return [INCOMPLETE[kind].format(n=n) for kind, n in self._incomplete.items()]
+        return [INCOMPLETE[kind].format(n=n) for kind, n in self._incomplete.items()] + self._threads.incomplete()
+
+    def phase_tracker(self) -> PhaseTracker | None:
+        """The calling thread's phase tracker, for an explicit phase block."""
+        return self.tracker if _get_ident() == self._owner else self._threads.phase_tracker()
 
     def _flag(self, kind: str) -> None:
         if not self._incomplete[kind] and kind != "session-end":
@@ -363,7 +375,7 @@ class SteadyCounting:
     @contained("steady-mode module pre-hook", "a new model may be counted from its next step")
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """While intercepting: find new roots, and keep the phase tracker informed."""
-        if _is_compiling():  # Dynamo traces global hooks: inside a compiled graph they do nothing
+        if _is_compiling() or _get_ident() != self._owner:  # Dynamo traces global hooks; other threads: threads.py
             return
         if (self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots
                 and _graph_task_id() == -1 and not self._step_depth):
@@ -372,6 +384,11 @@ class SteadyCounting:
                 self._forward_depth = 1  # its own forward hook, just added, will see it return
                 self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD)
         self.tracker.enter_module(module)
+
+    def _global_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        """While intercepting: the phase tracker sees this thread's modules return."""
+        if _get_ident() == self._owner:
+            self.tracker.exit_module(module, args, output)
 
     @contained("steady-mode watch hook", "a new model may be counted from its next step")
     def _watch_pre(self, module: torch.nn.Module, args: tuple) -> None:
@@ -432,14 +449,14 @@ class SteadyCounting:
                 if self._how is REPLAY:  # the next model may start after it
                     self._watched_hooks[self._watch_id] = self._watch
                     self._watching = True
-        if self._recording:
+        if self._recording and _get_ident() == self._owner:
             self.tracker.enter_optimizer()
 
     @contained("steady-mode optimizer hook", "this step may be miscounted")
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if _is_compiling():
             return
-        if self._recording:  # a replayed step's head record counts the step
+        if self._recording and _get_ident() == self._owner:  # a replayed step's head record counts the step
             self.tracker.exit_optimizer()
         if _get_ident() == self._owner and self._step_depth:
             self._step_depth -= 1
@@ -668,7 +685,7 @@ class SteadyCounting:
             return False
         if on:
             self.tracker.reset()
-            self._module_hooks = module_hooks(self._global_pre, self.tracker.exit_module)
+            self._module_hooks = module_hooks(self._global_pre, self._global_post)
             tls.push(self._mode)
             if entering is not None:
                 self.tracker.enter_module(entering)  # its global pre-hook was not called yet
