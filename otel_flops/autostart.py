@@ -1,10 +1,19 @@
 """Process-wide counting for an unmodified script: start now, write the report at exit.
 
 ``otel-flops run`` sets OTEL_FLOPS_AUTOSTART for the command it starts. Every Python process
-that inherits it comes here; only one per rank counts: the first instrumented process marks
-itself in OTEL_FLOPS_OWNER, multiprocessing helpers (DataLoader workers, fork or spawn) and
-torchrun's launcher step aside, and torchrun's workers each count as their own rank. The report
-is written at exit, or when SIGTERM or SIGHUP ends the program (see ``signals``).
+that inherits it comes here, and what the process is decides whether it counts:
+- a launcher (a registry of program and module names: torchrun, accelerate, deepspeed, Lightning's
+  and Fabric's CLIs) never counts: the ranks it starts do;
+- a multiprocessing helper (DataLoader workers, ``mp.spawn`` workers, the resource tracker)
+  does not count when it starts, but starts counting as a rank the moment it joins a process
+  group: that is how ``mp.spawn`` workers differ from DataLoader workers;
+- any other process counts, once per rank: the first marks itself in OTEL_FLOPS_OWNER with its
+  rank, and a later process steps aside when it has the owner's rank (a subprocess of a rank)
+  but counts when it has another (the ranks Lightning re-launches from its first process);
+- a counting process with no rank that starts ranks with ``mp.spawn`` hands its /metrics port
+  to them (its own counts go on, into its report).
+Each rank serves /metrics on base port + local rank and writes its own report; the report is
+written at exit, or when SIGTERM or SIGHUP ends the program (see ``signals``).
 """
 
 from __future__ import annotations
@@ -15,30 +24,41 @@ import os
 import sys
 from pathlib import Path
 
-from . import instrument, signals, uninstrument
+from . import instrument, ranks, signals, uninstrument
 from .settings import SettingsError, load
 
 log = logging.getLogger("otel_flops")
 
-LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch")
+OWNER = "OTEL_FLOPS_OWNER"
+# Launchers, by program name (argv[1]'s base name) or module (``python -m``).
+LAUNCHERS = (
+    "torchrun", "torch.distributed.run", "torch.distributed.launch", "accelerate", "accelerate-launch",
+    "accelerate.commands.launch", "accelerate.commands.accelerate_cli", "deepspeed", "deepspeed.launcher.launch",
+    "deepspeed.launcher.runner", "lightning", "fabric",
+)
+COUNT, HELPER, ASIDE = "count", "helper", "aside"
 
 
-def _should_count() -> bool:
-    argv = getattr(sys, "orig_argv", sys.argv)
+def _role(argv: list[str], env: dict[str, str] | os._Environ, rank: ranks.Rank | None) -> str:
+    """COUNT, HELPER (counts once it joins a group) or ASIDE, from the process's own traits."""
     if "--multiprocessing-fork" in argv or any(a.startswith("from multiprocessing") for a in argv):
-        return False  # a multiprocessing helper: DataLoader workers, resource tracker
+        return HELPER
     if any(Path(a).name in LAUNCHERS or a in LAUNCHERS for a in argv[1:3]):
-        return False  # torchrun's launcher: its workers count, each as a rank
-    owner = os.environ.get("OTEL_FLOPS_OWNER")
-    return owner is None or owner == str(os.getpid())
+        return ASIDE
+    owner_pid, _, owner_rank = env.get(OWNER, "").partition(":")
+    if not owner_pid or owner_pid == str(os.getpid()) or owner_rank != ranks.key(rank):
+        return COUNT
+    return ASIDE
 
 
-def report_path(path: str, rank: dict[str, int] | None) -> str:
-    """One report per rank under torchrun: ``run.json`` becomes ``run.rank1.json``."""
+def report_path(path: str, rank: ranks.Rank | None) -> str:
+    """One report per rank: ``run.json`` becomes ``run.rank1.json`` (``run.local1.json`` while
+    only the local rank is known)."""
     if not rank:
         return path
     p = Path(path)
-    return str(p.with_name(f"{p.stem}.rank{rank['rank']}{p.suffix}"))
+    name = f"rank{rank['rank']}" if "rank" in rank else f"local{rank['local_rank']}"
+    return str(p.with_name(f"{p.stem}.{name}{p.suffix}"))
 
 
 def start() -> None:
@@ -48,33 +68,56 @@ def start() -> None:
     except (OSError, ValueError) as exc:
         log.warning("otel-flops: cannot tell `otel-flops run` which signals the program caught (%s); "
                     "a signal sent to its whole process group may reach the program twice", exc)
-    if not _should_count():
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"otel-flops: {exc}", file=sys.stderr)
+        sys.exit(2)
+    role = _role(getattr(sys, "orig_argv", sys.argv), os.environ, settings.rank)
+    if role == HELPER:
+        ranks.follow(_start_once)
+    elif role == COUNT:
+        ranks.follow()
+        _start_once()
+
+
+_session = None
+
+
+def _start_once() -> None:
+    """Start counting in this process, once; the owner mark carries the rank."""
+    global _session
+    if _session is not None:
         return
-    os.environ["OTEL_FLOPS_OWNER"] = str(os.getpid())
+    settings = load()
+    os.environ[OWNER] = f"{os.getpid()}:{ranks.key(settings.rank)}"
     if not logging.getLogger().handlers and not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     try:
-        settings = load()
-    except SettingsError as exc:
-        print(f"otel-flops: {exc}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        session = instrument(serve=True)
+        _session = instrument(serve=True)
     except Exception:
         log.exception("otel-flops: could not start counting; the program runs uninstrumented")
         return
-    path = report_path(settings.report, settings.rank) if settings.report else None
-    atexit.register(_finish, session, path)
-    signals.report_on_signals(lambda: _finish(session, path))
+    if settings.rank is None:
+        ranks.before_spawn(_hand_over_endpoint)
+    atexit.register(_finish, _session, settings.report)
+    signals.report_on_signals(lambda: _finish(_session, settings.report))
 
 
-def _finish(session, path: str | None) -> None:
+def _hand_over_endpoint() -> None:
+    """A process with no rank is starting ranks (``mp.spawn``): rank 0 serves on the base port."""
+    if _session is not None and ranks.current() is None:
+        _session.telemetry.close_endpoint()
+
+
+def _finish(session, report: str | None) -> None:
     """Stop first: the energy sources take their last reading as they stop. Runs at exit, or on
     the signal that ends the program; a report that cannot be written is one line, no traceback."""
     atexit.unregister(_finish)
+    path = report_path(report, ranks.current(session.settings.rank)) if report else None
     try:
         uninstrument()
         if path:

@@ -245,9 +245,11 @@ def _unwritable(path: Path) -> str | None:
 
 
 def _deliver(written: Path, destination: Path | None) -> None:
-    """Print each report the script wrote (one per rank under torchrun) and copy it to ``destination``."""
-    ranks = sorted(written.parent.glob(f"{written.stem}.rank*.json"))
-    reports = [written] if written.exists() else ranks
+    """Print each report the script wrote (one per rank, and one of the process that started
+    them, if it counted) and copy it to ``destination``."""
+    ranks = sorted(written.parent.glob(f"{written.stem}.rank*.json")) + sorted(
+        written.parent.glob(f"{written.stem}.local*.json"))
+    reports = [written, *ranks] if written.exists() else ranks
     if not reports:
         print("otel-flops: the program wrote no report (it did not start torch counting)", file=sys.stderr)
     for path in reports:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from . import environment, report
+from . import environment, ranks, report
 from .energy import EnergyMonitor
 from .ledger import Ledger
 from .settings import Settings, load
@@ -117,6 +117,9 @@ class Session:
     def report(self) -> Report:
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
         extra["incomplete"] = self._counting.incomplete() if self._counting else []
+        rank = ranks.current(self.settings.rank)
+        if rank:
+            extra["rank"] = rank
         elapsed = time.monotonic() - self._started
         extra["mfu"] = report.mfu_section(self.ledger, elapsed, self.settings.peak_flops)
         if self.alpha_profile is not None:

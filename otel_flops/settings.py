@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import identity
+from . import identity, ranks
 
 MODES = ("steady", "full")
 OP_LABELS = ("none", "family", "op")
@@ -43,17 +43,20 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
-    rank: dict[str, int] | None = None  # rank, local_rank, world_size under torchrun
+    rank: dict[str, int] | None = None  # rank, local_rank, world_size from the launcher's variables (ranks)
     peak_flops: float | None = None  # overrides the peak table for MFU
     alpha_profile: str | None = None  # an `otel-flops calibrate` profile: predicted time per op
     run_id: str = "unknown"  # the run every series belongs to (identity.run_id)
     pool: str | None = None  # a named pool of runs that shares a budget
     node: str = "unknown"  # the machine: its energy is published by one process only
     linger: float | None = None  # the longest wait at exit for a final scrape, in seconds
+    file_sd_dir: str | None = None  # where each serving process writes its Prometheus file_sd target
 
     @property
     def local_rank(self) -> int:
-        return self.rank["local_rank"] if self.rank else 0
+        """The local rank now (``ranks.current``: a process that joined a group since has one)."""
+        rank = ranks.current(self.rank)
+        return rank["local_rank"] if rank else 0
 
     @property
     def budgets(self) -> dict[str, float]:
@@ -145,11 +148,6 @@ def _number(env: Mapping[str, str], field: str, default: Any) -> Any:
     return default if raw is None or raw == "" else number.parsed(raw)
 
 
-def _rank_number(env: Mapping[str, str], variable: str) -> int:
-    raw = env.get(variable)
-    return 0 if raw is None or raw == "" else Number(variable, int, 0).parsed(raw)
-
-
 SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 
 
@@ -178,12 +176,19 @@ def _existing_file(env: Mapping[str, str], name: str) -> str | None:
     return path
 
 
+def _directory(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name) or None
+    if path is not None and not os.path.isdir(path):
+        raise SettingsError(f"{name}={path!r} is not a directory; create it or point {name} at one")
+    return path
+
+
 def _rank(env: Mapping[str, str]) -> dict[str, int] | None:
-    """torchrun's RANK, LOCAL_RANK and WORLD_SIZE, when this process is one of several ranks."""
-    if "WORLD_SIZE" not in env:
-        return None
-    values = {key.lower(): _rank_number(env, key) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    return values
+    """The rank its launcher's variables give (``ranks``), when this process is one of several."""
+    try:
+        return ranks.from_env(env)
+    except ranks.RankError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +221,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         pool=env.get("OTEL_FLOPS_POOL") or None,
         node=identity.node(env),
         linger=_number(env, "linger", None),
+        file_sd_dir=_directory(env, "OTEL_FLOPS_FILE_SD_DIR"),
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY go together; set both or neither")

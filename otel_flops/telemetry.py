@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from . import __version__
+from . import __version__, ranks
 from .ledger import Ledger, Totals, capped, grouped
 from .peaks import gpu_name, seconds_at_peak
 from .settings import Settings
@@ -36,11 +36,12 @@ def safe(value: Any) -> str:
 
 
 def common_labels(settings: Settings) -> dict[str, str]:
-    """Labels on every series: the run (and pool) it belongs to, the machine, the torchrun rank."""
+    """Labels on every series: the run (and pool) it belongs to, the machine, the rank (read at each
+    collection: a process that joins a group later gets its rank labels then)."""
     labels = {"run": settings.run_id, "node": settings.node}
     if settings.pool:
         labels["pool"] = settings.pool
-    labels.update((k, str(v)) for k, v in (settings.rank or {}).items())
+    labels.update((k, str(v)) for k, v in (ranks.current(settings.rank) or {}).items())
     return {key: safe(value) for key, value in labels.items()}
 
 
@@ -62,12 +63,12 @@ class Telemetry:
         self._ledger = ledger
         self._settings = settings
         self._energy = energy
-        self._rank = common_labels(settings)
         self._started_at = time.time()
         self._finished_at: float | None = None
         self._provider: Any = None
         self._server: Any = None
         self.endpoint: Endpoint | None = None
+        self._target: Any = None  # this process's file_sd target file, while it serves
         self._mfu_window: tuple[float, float] | None = None  # (time, seconds at peak) at the last collection
 
     def start(self, export: bool, meter_provider: Any = None) -> None:
@@ -114,9 +115,7 @@ class Telemetry:
         self._finished_at = time.time()
         if self._server is not None:
             self._linger(self._server)
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.close_endpoint()
         if self._provider is not None:
             self._provider.shutdown()
             self._provider = None
@@ -131,6 +130,10 @@ class Telemetry:
                          "are in the report only", limit)
         except KeyboardInterrupt:
             log.info("otel-flops: stopped waiting for the final scrape")
+
+    @property
+    def _rank(self) -> dict[str, str]:
+        return common_labels(self._settings)
 
     # ------------------------------------------------------------------ readers
     def _own_provider(self) -> Any:
@@ -171,7 +174,35 @@ class Telemetry:
             return reader
         self.endpoint = Endpoint("https" if tls else "http", host, self._server.server_address[1])
         log.info("otel-flops: serving metrics on %s", self.endpoint.url)
+        self._write_target()
         return reader
+
+    def _write_target(self) -> None:
+        settings = self._settings
+        if not settings.file_sd_dir or self.endpoint is None:
+            return
+        from . import file_sd
+
+        try:
+            self._target = file_sd.write(settings.file_sd_dir, file_sd.target_host(settings.host),
+                                         self.endpoint.port, settings.run_id, settings.node)
+        except OSError as exc:
+            log.error("otel-flops: cannot write the file_sd target in %s (%s); fix OTEL_FLOPS_FILE_SD_DIR. "
+                      "The endpoint serves, but Prometheus must be told of it", settings.file_sd_dir,
+                      exc.strerror or exc)
+
+    def close_endpoint(self) -> None:
+        """Stop serving /metrics now (and drop the file_sd target); counting and push readers go on."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.endpoint = None
+        if self._target is not None:
+            from . import file_sd
+
+            file_sd.remove(self._target)
+            self._target = None
 
     def _otlp_reader(self) -> Any:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter

@@ -26,14 +26,14 @@ def require(binary: str) -> str:
 
 
 class Prometheus:
-    def __init__(self, config: str, workdir: Path) -> None:
+    def __init__(self, config: str, workdir: Path, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "prometheus.yml").write_text(config)
         self.log = workdir / "prometheus.log"
         self.proc = subprocess.Popen(
             [require("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}", *args],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
         self.wait(lambda: self._ready(), "Prometheus to start")

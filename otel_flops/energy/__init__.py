@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import ranks
 from ..settings import Settings
 
 log = logging.getLogger("otel_flops")
@@ -43,10 +44,10 @@ class EnergyMonitor:
 
     NVML's counters are cumulative, so they are read when a reading is asked for. CodeCarbon
     measures every ``energy_interval`` seconds in a process of its own (``codecarbon_process``)
-    and the latest of its readings is taken from a pipe without waiting. Only local rank 0 (or
-    a process with no LOCAL_RANK) measures: the sources measure the whole machine, so a second
-    rank on the same host would count the same joules again; and of the processes of one machine
-    only the one holding its lock (``node_lock``) measures.
+    and the latest of its readings is taken from a pipe without waiting. Every rank measures its
+    own GPU (``nvml``); the CPU and RAM, which are the whole machine's, are measured by local rank
+    0 (or a process that is no rank) only, and of the processes of one machine only by the one
+    holding its lock (``node_lock``), so no joule is counted twice.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -60,22 +61,30 @@ class EnergyMonitor:
     def start(self) -> None:
         """Returns in a few ms: NVML takes its baseline, CodeCarbon's process starts (and then
         spends 1-2 s probing the hardware on its own)."""
-        rank = os.environ.get("LOCAL_RANK", "")
-        if rank not in ("", "0"):
-            self._skipped = f"measured by local rank 0 only (this process has LOCAL_RANK={rank})"
-            return
         if self._started:
             return
-        if not self._hold_node_lock():
-            return
+        local = self._local_rank()
+        machine = local in (None, 0) and self._hold_node_lock()
+        if not machine:
+            why = (f"measured by local rank 0 only (this process is local rank {local})" if local else
+                   "measured by another otel-flops process on this machine (one per machine)")
+            if local is None:
+                self._skipped = why
+                return
+            self._reasons.append(f"CPU and RAM: {why}")
         self._started = True
         from .codecarbon import CodeCarbonSource
         from .nvml import NvmlSource
 
-        nvml = self._try(NvmlSource())
-        self._try(CodeCarbonSource(self.settings.energy_interval, count_gpu=nvml is None))
+        nvml = self._try(NvmlSource(own=self._local_rank))
+        if machine:
+            self._try(CodeCarbonSource(self.settings.energy_interval, count_gpu=nvml is None))
         if self._reasons:
             log.debug("otel-flops: energy sources not used: %s", "; ".join(self._reasons))
+
+    def _local_rank(self) -> int | None:
+        rank = ranks.current(self.settings.rank)
+        return rank["local_rank"] if rank else None
 
     def _hold_node_lock(self) -> bool:
         """Whether this process is the one that measures the machine (see ``node_lock``)."""
@@ -88,10 +97,7 @@ class EnergyMonitor:
                         "directory. Measuring anyway: another process here may count the same joules",
                         node_lock.path(), exc.strerror or exc)
             return True
-        if self._lock is None:
-            self._skipped = "measured by another otel-flops process on this machine (one per machine)"
-            return False
-        return True
+        return self._lock is not None
 
     def _try(self, source: Any) -> Any:
         """Start one source; on failure note why and return None."""

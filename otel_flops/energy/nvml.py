@@ -4,7 +4,11 @@
 baseline and again whenever a reading is asked for (metrics collected, report built, stop); the
 difference is the run's GPU energy. The counter is cumulative, so no thread samples it. The GPUs measured
 are those this process can see (``CUDA_VISIBLE_DEVICES`` by index or UUID), labelled
-``cuda:N`` in that order. NVML numbers GPUs in PCI bus order, so the labels match torch's
+``cuda:N`` in that order. A rank measures only its own GPU: with several visible, the one at its
+local rank (the launchers' convention, ``torch.cuda.set_device(local_rank)``), decided at each
+reading, so a process that joins a group later narrows to its GPU then; with one visible (a
+launcher that gives each rank its own), that one. So FLOP/J is per GPU, and the ranks' sum is the
+node's. NVML numbers GPUs in PCI bus order, so the labels match torch's
 ``cuda:N`` on one-GPU machines and wherever ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; mapping through
 torch instead would initialise CUDA in a background thread, which a forking program can't afford.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from . import EnergyReading, SourceUnavailable
@@ -29,7 +34,8 @@ class NvmlSource:
     name = "NVML"
     status: str | None = None  # once started it measures (a GPU whose read fails keeps its last values)
 
-    def __init__(self) -> None:
+    def __init__(self, own: Callable[[], int | None] = lambda: None) -> None:
+        self._own = own  # this process's local rank now, or None for a process that is no rank
         self._nvml: Any = None
         self._devices: list[tuple[str, Any, int]] = []  # (label, handle, baseline mJ)
         self._failed: set[str] = set()
@@ -72,8 +78,11 @@ class NvmlSource:
 
     def _read_now(self) -> EnergyReading:
         nvml = self._nvml
-        joules, watts = dict(self._latest.joules), dict(self._latest.watts)
-        for label, handle, baseline in self._devices:
+        owned = self._owned()
+        labels = {label for label, _, _ in owned}  # a GPU no longer this process's drops out
+        joules = {key: j for key, j in self._latest.joules.items() if key[1] in labels}
+        watts = {key: w for key, w in self._latest.watts.items() if key[1] in labels}
+        for label, handle, baseline in owned:
             try:
                 joules[("gpu", label, SOURCE)] = (nvml.nvmlDeviceGetTotalEnergyConsumption(handle) - baseline) / 1000.0
                 watts[("gpu", label)] = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
@@ -82,6 +91,15 @@ class NvmlSource:
                     self._failed.add(label)
                     log.warning("otel-flops: NVML read failed on %s (%s); it keeps its last good values", label, exc)
         return EnergyReading(joules=joules, watts=watts)
+
+    def _owned(self) -> list[tuple[str, Any, int]]:
+        """The GPUs this process measures: its rank's (see the module), or all it sees."""
+        local = self._own()
+        if local is None or len(self._devices) == 1:
+            return self._devices
+        if local >= len(self._devices):
+            return []  # more ranks than GPUs here: this rank has no GPU of its own
+        return [self._devices[local]]
 
     def stop(self) -> None:
         """Takes the last reading, which read() returns from then on, and releases NVML."""

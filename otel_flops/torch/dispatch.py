@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_dispatch_stack_
 from ..alpha import terms as alpha_terms
 from ..ledger import CountKey, Ledger, Totals
 from ..precision import dtype_bits, dtype_name
+from . import dtensor
 from .phases import BACKWARD, LOSS, PhaseTracker
 from .rules import RuleFn, resolve
 
@@ -46,6 +47,7 @@ class CountingMode(TorchDispatchMode):
         self._devices: dict[Any, str] = {}
         self._logged: set[str] = set()
         self.paused = 0  # > 0 inside a compiled graph, whose work is credited from the graph (compiled.py)
+        self.sharded = False  # a DTensor op was seen: its sharding propagation's fake ops are skipped
 
     @classmethod
     def ignore_compile_internals(cls) -> bool:
@@ -57,9 +59,12 @@ class CountingMode(TorchDispatchMode):
         return self._phases
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if types and dtensor.delegated(types):
+            self.sharded = True
+            return NotImplemented  # DTensor runs it on the local shards, and those ops come back here
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.paused:
+        if self.paused or (self.sharded and dtensor.propagating()):
             return out
         try:
             self._count(func, args, kwargs, out)
