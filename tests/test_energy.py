@@ -179,8 +179,9 @@ def test_the_codecarbon_process_exits_when_its_parent_is_killed(helper):
         for process in [*helpers, parent]:
             with contextlib.suppress(psutil.Error, ProcessLookupError):
                 process.kill()
+        deadline = time.monotonic() + 10
         for process in helpers:  # gone before the next test: a forked helper holds the parent's files
-            while _alive(process):
+            while _alive(process) and time.monotonic() < deadline:
                 time.sleep(0.01)
 
 
