@@ -7,8 +7,9 @@ of otel-flops' own); steady mode's FLOPs and BOPs per phase equal full mode's, o
 the count is incomplete, with a reason, and the run said so on stderr. A few programs also have
 exact numbers of their own to meet (``EXPECTED``).
 
-The runs of every selected program start together in a pool at the first test, so the corpus
-takes about (programs x 3 x ~3 s) / cores.
+The runs of every selected program start together in a pool (one worker per core) at the first
+test. Measured: about 14 CPU-s per program (3 bare, 5-6 per instrumented run, most of it importing
+torch), so the corpus takes its CPU time divided by the cores.
 """
 
 from __future__ import annotations
