@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     calibrate = sub.add_parser("calibrate", help="fit alpha-FLOPs (time per FLOP of convolutions) for this device")
-    calibrate.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if _has_cuda() else "cpu")
+    calibrate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                           help="default: cuda where there is a GPU, else cpu")
     calibrate.add_argument("--quick", action="store_true", help="a small grid that finishes in under 2 minutes on CPU")
     calibrate.add_argument("--out", default="alpha-profile.json", help="profile JSON (default alpha-profile.json)")
     calibrate.add_argument("--plot", help="PNG of measured against predicted time, experiments A and B")
@@ -147,7 +148,8 @@ def _has_cuda() -> bool:
 def _calibrate(args: argparse.Namespace) -> int:
     from . import alpha
 
-    profile, document, points = alpha.calibrate(args.device, args.quick)
+    device = args.device if args.device != "auto" else ("cuda" if _has_cuda() else "cpu")
+    profile, document, points = alpha.calibrate(device, args.quick)
     out = Path(args.out)
     alpha.save(document, out)
     plot = Path(args.plot) if args.plot else out.with_name(out.stem + "-AB.png")
