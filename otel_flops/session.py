@@ -55,6 +55,7 @@ class Session:
         self.alpha_profile: Any = None
 
     def start(self) -> Session:
+        from .torch import compiled, cuda_graphs
         from .torch.full import FullCounting
         from .torch.steady import SteadyCounting
 
@@ -66,7 +67,7 @@ class Session:
         self._counting.start()
         self._owner_thread = threading.get_ident()
         self._started = time.monotonic()
-        self._undo = self._instrument_sklearn()
+        self._undo = [*compiled.install(), *cuda_graphs.install(), *self._instrument_sklearn()]
         self.telemetry.start(self._serve, self._meter_provider)
         return self
 
@@ -115,8 +116,10 @@ class Session:
             yield
 
     def report(self) -> Report:
+        from .torch import compiled
+
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
-        extra["incomplete"] = self._counting.incomplete() if self._counting else []
+        extra["incomplete"] = (self._counting.incomplete() if self._counting else []) + compiled.incomplete()
         rank = ranks.current(self.settings.rank)
         if rank:
             extra["rank"] = rank

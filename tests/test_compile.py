@@ -201,6 +201,31 @@ def test_graphs_compiled_before_otel_flops_was_imported_make_the_count_incomplet
     assert "1 torch.compile graph(s) were compiled before otel_flops was imported" in out.stdout
 
 
+def test_sessions_come_and_go_without_recompiling() -> None:
+    """Our hooks keep one identity for the life of the process and do nothing while Dynamo traces
+    them: a compiled model has one variant bare and one with a session's hooks, however many
+    sessions (and steady-mode recordings) come and go."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = mlp()
+    compiled = torch.compile(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step() -> None:
+        compiled(torch.randn(8, 16)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    graphs = counters["stats"]["unique_graphs"]
+    for mode in ("steady", "full", "steady", "full"):
+        with otel_flops.track(compiled, mode=mode, energy=False, audit_every=2):
+            for _ in range(4):
+                step()
+        step()
+    assert counters["stats"]["unique_graphs"] - graphs <= 2  # the forward's and backward's, with hooks
+
+
 class Linear4bit(nn.Linear):
     """Named as bitsandbytes' 4-bit layer: the precision resolver's class marker gives 4 bits."""
 

@@ -39,6 +39,7 @@ from torch.nn.modules.loss import _Loss
 from ..ledger import CountKey, Ledger, Totals
 from ..precision import marker_bits
 from .dispatch import CountingMode, counting_mode
+from .losses import loss_functions
 from .phases import BACKWARD, LOSS, OPTIMIZER, PhaseTracker
 
 log = logging.getLogger("otel_flops")
@@ -56,13 +57,15 @@ class _PhaseInterpreter(torch.fx.Interpreter):
         super().__init__(gm)
         self.tracker = tracker
         self.unpacked = _unpackings(gm.graph)
+        self.losses = loss_functions()
         self.unbound: dict[torch.fx.Node, tuple[torch.Tensor, ...]] = {}
 
     def run_node(self, n: torch.fx.Node) -> Any:
         stack = n.meta.get("nn_module_stack") or {}
         classes = [entry[1] for entry in stack.values()]
         tracker = self.tracker
-        tracker.loss_depth = int(any(isinstance(c, type) and issubclass(c, _Loss) for c in classes))
+        tracker.loss_depth = int(n.target in self.losses or any(isinstance(c, type) and issubclass(c, _Loss)
+                                                                for c in classes))
         # A quantized module's class marker holds inside a compiled graph too (its attributes,
         # read from the module object in eager, are not in the graph).
         bits = None

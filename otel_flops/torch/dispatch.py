@@ -6,20 +6,18 @@ Counting is contained: a rule that raises is counted and logged once per op, nev
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _get_dispatch_stack_at
 
 from ..alpha import terms as alpha_terms
+from ..containment import Containment
 from ..ledger import CountKey, Ledger, Totals
 from ..precision import dtype_bits, dtype_name
 from . import dtensor
 from .phases import BACKWARD, LOSS, PhaseTracker
 from .rules import RuleFn, resolve
-
-log = logging.getLogger("otel_flops")
 
 FRAMEWORK = "torch"
 _current_autograd_node = torch._C._current_autograd_node
@@ -45,7 +43,7 @@ class CountingMode(TorchDispatchMode):
         self._rules: dict[Any, tuple[str, str, RuleFn, Any] | None] = {}
         self._dtypes: dict[Any, tuple[str, int]] = {}
         self._devices: dict[Any, str] = {}
-        self._logged: set[str] = set()
+        self.containment = Containment()
         self.paused = 0  # > 0 inside a compiled graph, whose work is credited from the graph (compiled.py)
         self.sharded = False  # a DTensor op was seen: its sharding propagation's fake ops are skipped
 
@@ -125,11 +123,7 @@ class CountingMode(TorchDispatchMode):
 
     def contain(self, op: str) -> None:
         """Count and log (once per op) a failure of our own; the user's work goes on."""
-        self.sink.add_error(op)
-        if op not in self._logged:
-            self._logged.add(op)
-            log.warning("otel-flops: counting %s failed; the op ran normally and is listed under errors", op,
-                        exc_info=True)
+        self.containment.failed(op, "the op ran normally, uncounted", ledger=self.sink)
 
 
 def counting_mode() -> CountingMode | None:

@@ -10,8 +10,9 @@ op the autograd engine runs there).
 
 The wrapper calls the original function once, with the same arguments, and returns its result:
 it only raises and lowers a depth counter around it. A function compiled by ``torch.compile``
-before the session that called one of these may be recompiled once (Dynamo guards on the
-function object); inside compiled code the wrapper does nothing.
+before the first session that called one of these is recompiled once (Dynamo guards on the
+function object; the wrappers are made once per process, so later sessions reuse that variant);
+inside compiled code the wrapper does nothing.
 """
 
 from __future__ import annotations
@@ -64,11 +65,22 @@ def _marked(fn: Callable[..., Any]) -> Callable[..., Any]:
     return loss_function
 
 
+# One wrapper per original for the life of the process: Dynamo guards on the function objects a
+# compiled frame calls, so a new wrapper per session would recompile those frames every session.
+_wrappers: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def _wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if fn not in _wrappers:
+        _wrappers[fn] = _marked(fn)
+    return _wrappers[fn]
+
+
 def mark_loss_functions() -> Callable[[], None]:
     """Wrap the loss functions of ``torch.nn.functional``; returns the function that unwraps them."""
     originals = {name: getattr(F, name) for name in LOSS_FUNCTIONS if hasattr(F, name)}
     originals = {name: fn for name, fn in originals.items() if not hasattr(fn, "__wrapped_loss__")}
-    wrapped = {name: _marked(fn) for name, fn in originals.items()}
+    wrapped = {name: _wrapper(fn) for name, fn in originals.items()}
     for name, fn in wrapped.items():
         setattr(F, name, fn)
 
@@ -78,3 +90,9 @@ def mark_loss_functions() -> Callable[[], None]:
                 setattr(F, name, originals[name])
 
     return unmark
+
+
+def loss_functions() -> set[Callable[..., Any]]:
+    """The loss functions themselves (unwrapped): what a compiled graph's nodes call."""
+    found = (getattr(F, name, None) for name in LOSS_FUNCTIONS)
+    return {getattr(fn, "__wrapped_loss__", fn) for fn in found if fn is not None}

@@ -21,18 +21,17 @@ from typing import Any
 
 import torch
 from torch.nn.modules.loss import _Loss
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from ..containment import Containment, contained
 from ..ledger import Ledger
 from ..precision import module_bits
+from . import relays
 
 PREPROCESSING, FORWARD, INFERENCE, LOSS, BACKWARD, OPTIMIZER = (
     "preprocessing", "forward", "inference", "loss", "backward", "optimizer"
 )
 
 _current_graph_task_id = torch._C._current_graph_task_id
-_is_compiling = torch.compiler.is_compiling
 
 
 class PhaseTracker:
@@ -111,8 +110,6 @@ class PhaseTracker:
 
     @contained("module forward pre-hook", "the module's ops may get the wrong phase")
     def enter_module(self, module: torch.nn.Module, args: Any = None) -> None:
-        if _is_compiling():  # Dynamo traces global hooks: inside a compiled graph they do nothing
-            return
         if isinstance(module, _Loss):
             self.loss_depth += 1
             return
@@ -127,8 +124,6 @@ class PhaseTracker:
 
     @contained("module forward hook", "the module's ops may get the wrong phase")
     def exit_module(self, module: torch.nn.Module, args: Any = None, output: Any = None) -> None:
-        if _is_compiling():  # Dynamo traces global hooks: inside a compiled graph they do nothing
-            return
         if isinstance(module, _Loss):
             self.loss_depth = max(0, self.loss_depth - 1)
             return
@@ -153,14 +148,10 @@ class PhaseTracker:
 
     @contained("optimizer step pre-hook", "the step's ops may get the wrong phase")
     def enter_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
-        if _is_compiling():
-            return
         self.optimizer_depth += 1
 
     @contained("optimizer step hook", "the step may be missing from the step count")
     def exit_optimizer(self, optimizer: Any = None, args: Any = None, kwargs: Any = None) -> None:
-        if _is_compiling():
-            return
         self.optimizer_depth = max(0, self.optimizer_depth - 1)
         self.stage = PREPROCESSING
         self.ledger.add_step()
@@ -181,17 +172,14 @@ def _tensors_in(value: Any) -> list[torch.Tensor]:
 
 
 def module_hooks(pre: Any, post: Any) -> list[Any]:
-    """Global forward pre- and post-hooks on every nn.Module; returns their handles."""
-    hooks = torch.nn.modules.module
-    return [
-        hooks.register_module_forward_pre_hook(pre),
-        hooks.register_module_forward_hook(post, always_call=True),
-    ]
+    """Global forward pre- and post-hooks on every nn.Module (through relays: stable for
+    torch.compile); returns their handles."""
+    return [relays.MODULE_PRE.attach(pre), relays.MODULE_POST.attach(post)]
 
 
 def optimizer_hooks(pre: Any, post: Any) -> list[Any]:
-    """Global optimizer step pre- and post-hooks; returns their handles."""
-    return [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+    """Global optimizer step pre- and post-hooks (through relays); returns their handles."""
+    return [relays.OPTIMIZER_PRE.attach(pre), relays.OPTIMIZER_POST.attach(post)]
 
 
 def remove(handles: list[Any]) -> None:

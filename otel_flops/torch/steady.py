@@ -70,7 +70,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from ..containment import Containment, contained
 from ..ledger import Ledger, Record
 from ..settings import Settings
-from . import tls
+from . import relays, tls
 from .dispatch import CountingMode
 from .dynamic import data_dependent
 from .keys import Unkeyable, frozen_option, tensor_signature, value_signature
@@ -82,12 +82,11 @@ log = logging.getLogger("otel_flops")
 # Bound once: the hooks below run on every step.
 Tensor = torch.Tensor
 _get_ident = threading.get_ident
-_is_compiling = torch.compiler.is_compiling
 _graph_task_id = torch._C._current_graph_task_id
 _grad_enabled = torch.is_grad_enabled
 _inference_mode = torch.is_inference_mode_enabled
 _any_autocast = torch._C._is_any_autocast_enabled
-_register_global_pre_hook = torch.nn.modules.module.register_module_forward_pre_hook
+_global_forward_pre_hooks = torch.nn.modules.module._global_forward_pre_hooks
 _training = operator.attrgetter("training")
 _requires_grad = operator.attrgetter("requires_grad")
 _grad = operator.attrgetter("grad")
@@ -192,14 +191,15 @@ class _Segment:
         self.pinned = pinned  # never replayed: intercepted at every occurrence
         self.learn = False  # a part ran in a way never recorded: intercept the next occurrence
         self.replayable = False  # an attribute, not a property: read at every boundary
-        # An evaluation forward (grad off) whose recorded tails did no FLOPs: replays intercept its
-        # tail, which costs little there and sees the work a serving loop does between requests.
+        # A segment whose recorded tails did no FLOPs (an evaluation forward's, or an optimizer
+        # step's zero_grad and data copies): replays intercept its tail, which costs little there
+        # and sees the work a serving loop does between requests, or a final evaluation.
         self.evaluating = evaluating
         self.quiet = False
 
     def settle(self) -> None:
         self.replayable = self.head is not None and bool(self.tails) and not self.pinned and not self.learn
-        self.quiet = self.evaluating and not any(map(_work, self.tails.values()))
+        self.quiet = not any(map(_work, self.tails.values()))
 
     def relearn(self) -> None:
         self.learn = True
@@ -279,13 +279,13 @@ class SteadyCounting:
         self._step_closure = False  # the open step took a closure: its forwards are its own
         self._recording = False
         self._baseline: Any = None  # the dispatch mode on top when the session started
-        # A global forward pre-hook, armed after a replayed optimizer step by putting it in
-        # torch's hook dict under a handle's id (cheaper than a new handle every step).
-        self._watch = self._watch_pre
-        handle = _register_global_pre_hook(self._watch)
-        self._watched_hooks, self._watch_id = handle.hooks_dict_ref(), handle.id
-        handle.remove()
+        # A global forward pre-hook (a relay: stable for torch.compile), armed after a replayed
+        # optimizer step by putting it in torch's hook dict under its fixed id (cheaper than a
+        # new handle every step).
+        self._watch, self._watch_id = relays.WATCH, relays.WATCH.id
+        self._watched_hooks = _global_forward_pre_hooks
         self._watching = False
+        self._relay_handles: list[Any] = []
         self._owner = threading.get_ident()
         self._original_backward: Any = None
         self.counters = {"recorded": 0, "audited": 0, "mismatches": 0, "unrecorded": 0, "intercepted": 0}
@@ -303,6 +303,8 @@ class SteadyCounting:
             module = root.module()
             if module is not None:
                 self._hook_root(root, module)
+        self._relay_handles = [relays.WATCH.attach(self._watch_pre), relays.ROOT_PRE.attach(self._root_pre),
+                               relays.ROOT_POST.attach(self._root_post)]
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
         self._original_backward = torch.autograd.backward
         torch.autograd.backward = self._wrap_backward(self._original_backward)
@@ -317,6 +319,7 @@ class SteadyCounting:
         self._switch_to(False)
         remove(self._optimizer_hooks)
         remove(self._root_hooks)
+        remove(self._relay_handles)
         torch.autograd.backward = self._original_backward
         self._threads.stop()
         if self._incomplete.get("session-end"):
@@ -375,7 +378,7 @@ class SteadyCounting:
     @contained("steady-mode module pre-hook", "a new model may be counted from its next step")
     def _global_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """While intercepting: find new roots, and keep the phase tracker informed."""
-        if _is_compiling() or _get_ident() != self._owner:  # Dynamo traces global hooks; other threads: threads.py
+        if _get_ident() != self._owner:  # other threads: threads.py
             return
         if (self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots
                 and _graph_task_id() == -1 and not self._step_depth):
@@ -393,8 +396,6 @@ class SteadyCounting:
     @contained("steady-mode watch hook", "a new model may be counted from its next step")
     def _watch_pre(self, module: torch.nn.Module, args: tuple) -> None:
         """A module no root hook knows, called after a replayed step: a new root (a new model's first step)."""
-        if _is_compiling():
-            return
         if isinstance(module, _Loss) or id(module) in self._roots or _get_ident() != self._owner:
             return
         if _graph_task_id() == -1 and not self._step_depth:
@@ -405,8 +406,6 @@ class SteadyCounting:
 
     @contained("steady-mode forward boundary", "this step may be miscounted")
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        if _is_compiling():
-            return
         root = self._roots.get(id(module))
         if root is None or _get_ident() != self._owner or _graph_task_id() != -1:
             return
@@ -419,7 +418,7 @@ class SteadyCounting:
 
     @contained("steady-mode forward hook", "this step may be miscounted")
     def _root_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        if _is_compiling() or _get_ident() != self._owner or _graph_task_id() != -1 or not self._forward_depth:
+        if _get_ident() != self._owner or _graph_task_id() != -1 or not self._forward_depth:
             return
         self._forward_depth -= 1
         if self._forward_depth or self._step_depth:
@@ -430,8 +429,6 @@ class SteadyCounting:
 
     @contained("steady-mode optimizer boundary", "this step may be miscounted")
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if _is_compiling():
-            return
         if _get_ident() == self._owner:
             if self._step_depth:
                 self._step_depth += 1  # a step inside a step (a wrapper optimizer's)
@@ -454,8 +451,6 @@ class SteadyCounting:
 
     @contained("steady-mode optimizer hook", "this step may be miscounted")
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if _is_compiling():
-            return
         if self._recording and _get_ident() == self._owner:  # a replayed step's head record counts the step
             self.tracker.exit_optimizer()
         if _get_ident() == self._owner and self._step_depth:
@@ -466,7 +461,7 @@ class SteadyCounting:
     @contained("steady-mode phase boundary", "this phase block may be miscounted")
     def _on_phase(self, opening: bool) -> None:
         """An explicit phase block outside any model and step opens or closes: a boundary."""
-        if (_is_compiling() or _get_ident() != self._owner or self._forward_depth or self._step_depth
+        if (_get_ident() != self._owner or self._forward_depth or self._step_depth
                 or _graph_task_id() != -1):
             return
         after = self._open.id if self._open is not None else -1
@@ -482,8 +477,8 @@ class SteadyCounting:
 
     def _hook_root(self, root: _Root, module: torch.nn.Module) -> None:
         if root.hooked:
-            self._root_hooks.append(module.register_forward_pre_hook(self._root_pre, with_kwargs=True))
-            self._root_hooks.append(module.register_forward_hook(self._root_post, always_call=True))
+            self._root_hooks.append(module.register_forward_pre_hook(relays.ROOT_PRE, with_kwargs=True))
+            self._root_hooks.append(module.register_forward_hook(relays.ROOT_POST, always_call=True))
 
     def _add_optimizer(self, optimizer: Any) -> _Optimizer:
         state = self._optimizers[id(optimizer)] = _Optimizer(optimizer)
