@@ -58,6 +58,9 @@ MODULES = {
     "lstm": (lambda: nn.LSTM(4, 6, num_layers=2, bidirectional=True), (5, 2, 4)),
     "lstm-proj": (lambda: nn.LSTM(4, 6, proj_size=3), (5, 2, 4)),
     "gru": (lambda: nn.GRU(4, 6, num_layers=2), (5, 2, 4)),
+    "gru-batch-first": (lambda: nn.GRU(4, 6, num_layers=2, bidirectional=True, batch_first=True), (2, 5, 4)),
+    "gru-batch-first-no-bias": (lambda: nn.GRU(4, 6, batch_first=True, bias=False), (2, 5, 4)),
+    "linear-on-a-transposed-input": (lambda: _Transposed(nn.Linear(4, 6)), (5, 2, 4)),
     "rnn": (lambda: nn.RNN(4, 6), (5, 2, 4)),
     "lstm-cell": (lambda: nn.LSTMCell(4, 6), (2, 4)),
     "gru-cell": (lambda: nn.GRUCell(4, 6), (2, 4)),
@@ -68,6 +71,17 @@ MODULES = {
     "conv-transpose": (lambda: nn.ConvTranspose1d(3, 2, 3, stride=2), (2, 3, 6)),
     "embedding-bag": (lambda: _Indices(nn.EmbeddingBag(10, 4, mode="mean")), (3, 2)),
 }
+
+
+class _Transposed(nn.Module):
+    """A non-contiguous 3-D input: ATen's linear runs a matmul and a separate bias add_."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.transpose(0, 1))
 
 
 class _Pair(nn.Module):

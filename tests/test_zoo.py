@@ -29,12 +29,7 @@ MATMUL_FAMILIES = {"matmul", "conv", "attention"}
 # convolution's backward ``groups`` times too large; otel-flops counts it right (README).
 GROUPED_CONV_MODELS = {"convnext"}
 # Rules still missing (issue 15, the rules part): strict, so each must go once its rule lands.
-KNOWN_GAPS = {
-    ("test_every_op_counted_without_errors", "mixtral"): "aten._grouped_mm (the MoE experts' matmul) has no rule",
-    ("test_inference_mode_counts_equal_no_grad", "seq2seq"):
-        "the whole-op aten.gru rule (inference_mode) counts 2,560 FLOPs (5 x B x T x H) fewer than "
-        "the cell ops GRU runs under no_grad",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -226,7 +221,9 @@ def test_inference_mode_counts_equal_no_grad(zoo, request):
     _known_gap(request, name)
     no_grad, inference = reports["no_grad"], reports["inference_mode"]
     assert inference["phases"] == no_grad["phases"], name
-    assert inference["families"] == no_grad["families"], name
+    if name != "seq2seq":  # inference_mode's whole aten.gru is one op of family rnn; under no_grad the
+        # GRU runs as its cell's mm, addmm and pointwise ops, so the families split differently
+        assert inference["families"] == no_grad["families"], name
 
 
 def test_steady_equals_full(zoo, request):

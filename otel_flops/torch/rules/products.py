@@ -63,6 +63,18 @@ def baddbmm_flops(args: tuple, kwargs: dict, out: Any) -> int:
     return bmm_flops(args[1:], kwargs, out)
 
 
+@flop_rule("matmul", *packets("_grouped_mm", "_scaled_grouped_mm"))
+def grouped_mm_flops(args: tuple, kwargs: dict, out: Any) -> int:
+    """Mixture-of-experts products (torch's ``_grouped_mm``): each output value is a dot product
+    over ``k`` (2 x out x k), whether the groups split the rows of ``a`` (2-D x 3-D), the columns
+    of ``b`` (3-D x 2-D) or form a batch (3-D x 3-D); 2-D x 2-D splits the inner dimension, so
+    each group's ``m x n`` output sums over its share of ``k``: 2 x m x k x n in all."""
+    a, b = args[0], args[1]
+    if a.dim() == 2 and b.dim() == 2:
+        return 2 * a.shape[0] * a.shape[1] * b.shape[1] * _complex(a)
+    return 2 * out.numel() * a.shape[-1] * _complex(a)
+
+
 @flop_rule("matmul", aten.mv)
 def mv_flops(args: tuple, kwargs: dict, out: Any) -> int:
     a = args[0]
@@ -100,10 +112,15 @@ def packed_weight_mm_flops(args: tuple, kwargs: dict, out: Any) -> int:
 # ---------------------------------------------------------------- composites seen whole
 @flop_rule("matmul", aten.linear)
 def linear_flops(args: tuple, kwargs: dict, out: Any) -> int:
-    """``aten.linear`` under inference_mode: the addmm/mm it becomes otherwise, ``2 x rows x in x out``."""
+    """``aten.linear`` under inference_mode: what it becomes otherwise (ATen's Linear.cpp), an
+    addmm for a 2-D or contiguous input (``2 x rows x in x out``, the bias inside, as
+    FlopCounterMode counts addmm), else a matmul and a bias ``add_`` of one FLOP per output."""
     x, w = args[0], args[1]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
     k = w.shape[-1]
-    return _product(x, w, x.numel() // k, k, w.shape[0] if w.dim() == 2 else 1)
+    products = _product(x, w, x.numel() // k, k, w.shape[0] if w.dim() == 2 else 1)
+    separate_bias = bias is not None and x.dim() != 2 and not x.is_contiguous()
+    return products + (numel(out) * (2 if x.is_complex() else 1) if separate_bias else 0)
 
 
 @flop_rule("matmul", aten.matmul)

@@ -6,6 +6,9 @@ and ``2 x hidden x gates x hidden``, biases inside addmm as in FlopCounterMode),
 projection ``2 x hidden x proj``, and the gate arithmetic per hidden unit:
 LSTM 13 (gate add 4, three sigmoids, tanh, ``f*c + i*g`` 3, ``o*tanh(c)`` 2), GRU 10 (two gate
 adds, two sigmoids, ``tanh(i_n + r*h_n)`` 3, ``n + z*(h - n)`` 3), plain RNN 2 (add, tanh/relu).
+A batch_first GRU with biases runs its first layer's hidden-side product as a matmul and a
+separate bias ``add_`` (ATen's Linear.cpp path for a non-contiguous operand): 3 more per hidden
+unit there (measured against the no_grad path, which runs the cell op by op).
 A backward counts the products twice (data and weight gradients) and the gate arithmetic twice.
 """
 
@@ -74,8 +77,14 @@ def cudnn_rnn_backward_flops(args: tuple, kwargs: dict, out: Any) -> int:
 
 def _composite(mode: int):
     def count(args: tuple, kwargs: dict, out: Any) -> int:
-        params = args[3] if isinstance(args[1], torch.Tensor) and args[1].dim() == 1 else args[2]
-        return layer_flops(list(params), _rows(args[0]), mode)
+        packed = isinstance(args[1], torch.Tensor) and args[1].dim() == 1  # the .data overload
+        params = args[3] if packed else args[2]
+        flops = layer_flops(list(params), _rows(args[0]), mode)
+        if mode == GRU and not packed and args[3] and args[8]:  # has_biases, batch_first
+            hidden = [w for w in params if w.dim() == 2][1].shape[1]
+            directions = 2 if args[7] else 1  # the first layer's: later layers get contiguous inputs
+            flops += 3 * hidden * _rows(args[0]) * directions
+        return flops
 
     count.__doc__ = "The whole stack seen at once under inference_mode: every layer and direction."
     return count
