@@ -124,4 +124,5 @@ def test_tensor_parallel_matmuls_are_half_the_model_on_each_rank(ranks):
         assert whole == 2 * 4 * 16 * 32 + 2 * 4 * 32 * 8
         assert _matmul(rank["tp"]) == whole // 2
         assert rank["tp"]["comm_bytes"]["_c10d_functional.all_reduce"] == 4 * 8 * 4  # the rowwise output
+        assert rank["tp"]["uncounted_ops"] == {}
     assert sum(_matmul(rank["tp"]) for rank in ranks) == _matmul(ranks[0]["mlp"])

@@ -45,5 +45,7 @@ flop_rule("zero", *packets(*ZERO_FLOP))(zero)
 flop_rule("zero", torch.ops.profiler._record_function_enter_new, torch.ops.profiler._record_function_exit)(zero)
 # Metadata queries that fake tensors answer as ops.
 flop_rule("zero", "prim::device", "prim::layout")(zero)
-# FSDP2's copy-ins and copy-outs (registered when torch.distributed.fsdp loads).
-flop_rule("zero", "fsdp::all_gather_copy_in", "fsdp::split_with_sizes_copy", "fsdp::chunk_cat")(zero)
+# FSDP2's copy-ins and copy-outs (registered when torch.distributed.fsdp loads), and functional
+# collectives' waits and autograd wrappers (tensor parallel): the collectives are counted apart.
+flop_rule("zero", "fsdp::all_gather_copy_in", "fsdp::split_with_sizes_copy", "fsdp::chunk_cat",
+          "_c10d_functional::wait_tensor", "_c10d_functional::_wrap_tensor_autograd")(zero)
