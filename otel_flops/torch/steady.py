@@ -9,8 +9,10 @@ or step. A plain training step is two segments:
   forward's signature: the shapes, dtypes and devices of the tensors in its arguments (wherever
   they sit: containers, dataclasses, objects; see ``keys``), the other argument values, grad
   and inference mode, autocast state, per module and parameter the train/eval, requires_grad
-  and has-a-gradient flags, any explicit phase, and the number of backwards since the last
-  optimizer step.
+  and has-a-gradient flags, any explicit phase, the number of backwards since the last
+  optimizer step, a counter of modules and parameters assigned under a root (a layer swapped
+  mid-run), and the keys of the grad-enabled forwards since the last backward (the backward in
+  its tail runs over their graphs too: a generator's chunks, a closure called after a module).
 - An optimizer segment runs from a step's pre-hook to the next boundary: its head is the step
   (until its post-hook), its tail zero_grad and the next batch's preprocessing. Its key is the
   forward segment before it, the number of backwards since the last step, the groups'
@@ -19,18 +21,25 @@ or step. A plain training step is two segments:
 The first time a key is seen its segment is intercepted in full and recorded, head and tail
 apart (the counts reach the session's Ledger as they happen). After that the segment runs with
 no dispatch mode and no per-module hooks, and each part is credited when it has run: the head
-when the root forward returns or the step's post-hook runs, the tail at the next boundary (or
-at stop) when it ran as a record of it did: the same number of backwards, and none raised (a
-tail is recorded once per such outcome). A part that did not run as recorded is not credited,
-and the report says the count is incomplete, and why. Every ``audit_every``-th occurrence of a
-key is intercepted again and compared with the record; a difference is reported as a mismatch
-and the record replaced.
+when the root forward returns or the step's post-hook runs, if it created as many autograd
+nodes as its record (a thread-local counter, read in about 40 ns: a random or data-dependent
+branch shows there); the tail at the next boundary when it ran as a record of it did: the same
+number of backwards, none raised, as many autograd nodes, and the same next boundary (the next
+root and its arguments, or the next optimizer: a tail is recorded once per such outcome). A
+part that did not run as recorded is not credited, and the report says the count is
+incomplete, and why; after a head that branched, its tail is intercepted and counted. Every
+``audit_every``-th occurrence of a key is intercepted again and compared with the record; a
+difference is reported as a mismatch and the record replaced.
 
 Never replayed, so intercepted every time: a segment whose recording met an op whose output size
 depends on values (``dynamic``), one whose arguments cannot be keyed, and explicit phase blocks
-(their work has no arguments a key could see). The tail of an evaluation forward whose records
-did no FLOPs is intercepted on replays too: it is cheap, and it is where a serving loop's work
-between requests runs.
+(their work has no arguments a key could see). A tail whose records did no FLOPs, or at most
+``CHEAP_TAIL_CALLS`` ops and no backward, is intercepted on replays too:
+it is cheap, and it is where work that follows the next batch runs (an optimizer step's
+zero_grad and the next batch's preprocessing, in-place edits of the weights) and a serving
+loop's work between requests. Not seen: a branch in a grad-disabled forward that creates no
+autograd nodes either way, and a tail with a backward whose work varies with the same graph
+size, backwards and next boundary (audits compare those).
 
 Roots are the modules called outside any other module while intercepting; a module first
 called as a root after a replayed optimizer step is caught there by a global forward pre-hook
@@ -74,7 +83,7 @@ from . import relays, tls
 from .dispatch import CountingMode
 from .dynamic import data_dependent
 from .keys import Unkeyable, frozen_option, tensor_signature, value_signature
-from .phases import PhaseTracker, module_hooks, optimizer_hooks, remove
+from .phases import LOSS, PREPROCESSING, PhaseTracker, module_hooks, optimizer_hooks, remove
 from .threads import Threads
 
 log = logging.getLogger("otel_flops")
@@ -86,6 +95,7 @@ _graph_task_id = torch._C._current_graph_task_id
 _grad_enabled = torch.is_grad_enabled
 _inference_mode = torch.is_inference_mode_enabled
 _any_autocast = torch._C._is_any_autocast_enabled
+_autograd_nodes = torch._C._autograd._get_sequence_nr  # this thread's autograd nodes created so far
 _global_forward_pre_hooks = torch.nn.modules.module._global_forward_pre_hooks
 _training = operator.attrgetter("training")
 _requires_grad = operator.attrgetter("requires_grad")
@@ -93,6 +103,12 @@ _grad = operator.attrgetter("grad")
 
 MAX_RECORDS = 4096
 MAX_BACKWARDS = 64  # backwards since the last optimizer step that keys tell apart
+# A tail of at most this many ops is intercepted at every replay (about 6 us of Python each on
+# CPU): what runs between an optimizer step and the next forward (zero_grad, the next batch's
+# preprocessing, in-place edits of the weights) follows the next batch and the Python around it,
+# which no key made at the step can see.
+CHEAP_TAIL_CALLS = 32
+PENDING_FORWARDS = 4  # grad-enabled forwards since the last backward that a forward's key holds
 # Modules whose fast paths turn off when any hook is attached to them: they are never given a
 # root hook (that would change which kernels run), so their calls draw no boundary.
 HOOK_SENSITIVE: tuple[type, ...] = (torch.nn.TransformerEncoderLayer,)
@@ -111,6 +127,9 @@ INCOMPLETE = {
     "diverged": "{n} replayed segment(s) ran differently from their records after the forward or step "
                 "(another number of backwards, a backward that raised, or another next step): that work "
                 "is not counted",
+    "branched": "{n} replayed forward(s) or optimizer step(s) built another autograd graph than their records "
+                "(a random or data-dependent branch, a module that changed its own code path): their own work "
+                "is not counted (what followed them is)",
     "session-end": "{n} segment tail(s) cut short by the session's end ran differently from their records "
                    "and were not counted (work after the last forward or step outside otel_flops.phase())",
 }
@@ -179,7 +198,7 @@ class _Segment:
     """A keyed segment's records: its head's, and its tail's per outcome (how the tail ran)."""
 
     __slots__ = ("head", "head_backwards", "tails", "seen", "id", "pinned", "learn", "replayable", "quiet",
-                 "evaluating")
+                 "evaluating", "head_nodes", "follow")
     ids = itertools.count()
 
     def __init__(self, pinned: bool, evaluating: bool) -> None:
@@ -191,15 +210,19 @@ class _Segment:
         self.pinned = pinned  # never replayed: intercepted at every occurrence
         self.learn = False  # a part ran in a way never recorded: intercept the next occurrence
         self.replayable = False  # an attribute, not a property: read at every boundary
-        # A segment whose recorded tails did no FLOPs (an evaluation forward's, or an optimizer
-        # step's zero_grad and data copies): replays intercept its tail, which costs little there
+        # A segment whose recorded tails are cheap (no FLOPs, or at most CHEAP_TAIL_CALLS ops and
+        # no backward: an evaluation forward's, or an optimizer step's zero_grad and the next
+        # batch's preprocessing): replays intercept its tail, which costs little there and counts
+        # what it does as it runs (however the next batch or the Python between steps varies it),
         # and sees the work a serving loop does between requests, or a final evaluation.
         self.evaluating = evaluating
         self.quiet = False
+        self.head_nodes = 0  # autograd nodes the head created: a different number is another branch
+        self.follow = -1  # what a tail ending at this segment's start ended at (see _boundary)
 
     def settle(self) -> None:
         self.replayable = self.head is not None and bool(self.tails) and not self.pinned and not self.learn
-        self.quiet = not any(map(_work, self.tails.values()))
+        self.quiet = all(not outcome[0] and _cheap(record) for outcome, record in self.tails.items())
 
     def relearn(self) -> None:
         self.learn = True
@@ -244,6 +267,13 @@ def _work(record: Record) -> bool:
     return any(t.flops or t.bops for t in record.counts.values())
 
 
+def _cheap(record: Record) -> bool:
+    """A tail cheap enough to intercept at every replay: no FLOPs, or few ops (and no backward,
+    which the caller checks: a backward's phases and bits need the forward's hooks)."""
+    calls = sum(t.calls for t in record.counts.values()) + sum(record.uncounted.values())
+    return calls <= CHEAP_TAIL_CALLS or not _work(record)
+
+
 class SteadyCounting:
     """Intercepts each new segment once, then credits its records whenever its key repeats."""
 
@@ -271,6 +301,18 @@ class SteadyCounting:
         self._head: Record | None = None  # this occurrence's recorded head
         self._head_backwards = 0  # and the backwards it ran
         self._head_mark = self._tail_mark = self._fault_mark = 0
+        self._nodes_mark = 0  # autograd nodes created before the open part began
+        self._head_nodes = 0  # and the ones the head being recorded created
+        # Bumped when a module or parameter is assigned to a module under a root (a layer
+        # swapped mid-run): forward keys hold it, so the next forward is recorded again.
+        self._structure = 0
+        self._members: set[int] = set()  # ids of the modules under the roots
+        self._structure_hooks: list[Any] = []
+        # The keys of the grad-enabled forwards since the last backward, newest last: a backward
+        # runs over every graph they built, so a forward's key (and the tail holding that
+        # backward) depends on them (a generator's chunks, a closure called after a module).
+        self._pending: tuple = ()
+        self._endings: dict[tuple, int] = {}  # _Segment.follow's values
         self._anchor = -1  # id of the last forward segment: what an optimizer step follows
         self._backwards = 0  # backward returns since the last optimizer step
         self._faults = 0  # backwards that raised
@@ -306,6 +348,9 @@ class SteadyCounting:
         self._relay_handles = [relays.WATCH.attach(self._watch_pre), relays.ROOT_PRE.attach(self._root_pre),
                                relays.ROOT_POST.attach(self._root_post)]
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
+        registry = torch.nn.modules.module
+        self._structure_hooks = [registry.register_module_module_registration_hook(self._on_structure),
+                                 registry.register_module_parameter_registration_hook(self._on_structure)]
         self._original_backward = torch.autograd.backward
         torch.autograd.backward = self._wrap_backward(self._original_backward)
         self._threads.start()
@@ -315,9 +360,10 @@ class SteadyCounting:
 
     def stop(self) -> None:
         self._disarm_watch()
-        self._close(True)
+        self._close(True, -1)
         self._switch_to(False)
         remove(self._optimizer_hooks)
+        remove(self._structure_hooks)
         remove(self._root_hooks)
         remove(self._relay_handles)
         torch.autograd.backward = self._original_backward
@@ -367,6 +413,7 @@ class SteadyCounting:
     @contained("steady-mode backward wrapper", "the backward may be miscounted")
     def _backward_ended(self, ok: bool) -> None:
         if _get_ident() == self._owner and _graph_task_id() == -1:
+            self._pending = ()
             if not ok:
                 self._faults += 1
             elif self._backwards < MAX_BACKWARDS:
@@ -425,7 +472,7 @@ class SteadyCounting:
             return
         if output is None and sys.exc_info()[1] is not None:
             return  # the forward raised (always-called hook): its head never finished
-        self._head_done()
+        self._head_done(True)
 
     @contained("steady-mode optimizer boundary", "this step may be miscounted")
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -456,7 +503,7 @@ class SteadyCounting:
         if _get_ident() == self._owner and self._step_depth:
             self._step_depth -= 1
             if not self._step_depth:
-                self._head_done()
+                self._head_done(False)
 
     @contained("steady-mode phase boundary", "this phase block may be miscounted")
     def _on_phase(self, opening: bool) -> None:
@@ -468,9 +515,16 @@ class SteadyCounting:
         self._boundary(("phase", self.tracker.explicit, after, self._anchor, self._backwards, _grad_enabled(),
                         _inference_mode()), TAIL)
 
+    @contained("steady-mode module registration hook", "a replaced layer may be miscounted")
+    def _on_structure(self, module: torch.nn.Module, name: str, value: Any) -> None:
+        """A module or parameter assigned to a module: under a root, the next forwards are new."""
+        if id(module) in self._members:
+            self._structure += 1
+
     # ------------------------------------------------------------------ keys
     def _add_root(self, module: torch.nn.Module) -> _Root:
         root = self._roots[id(module)] = _Root(module)
+        self._members.update(map(id, module.modules()))
         weakref.finalize(module, self._roots.pop, id(module), None)
         self._hook_root(root, module)
         return root
@@ -497,7 +551,7 @@ class SteadyCounting:
             if arguments is None:
                 arguments = tuple([tensor_signature(a) if isinstance(a, Tensor) else value_signature(a) for a in args])
             params = root.params
-            return (
+            key = (
                 "forward",
                 root.serial,
                 arguments,
@@ -509,12 +563,17 @@ class SteadyCounting:
                             map(operator.is_, map(_grad, params), repeat(None)))),
                 self.tracker.explicit,
                 self._backwards,
+                self._structure,
+                self._pending,
             )
         except Unkeyable:
-            return ("unkeyable", root.serial)
+            key = ("unkeyable", root.serial, self._structure, self._pending)
         except Exception:
             self.containment.failed("steady-mode key", "the segment is intercepted in full")
-            return ("unkeyable", root.serial)
+            key = ("unkeyable", root.serial, self._structure, self._pending)
+        if _grad_enabled() and not _inference_mode():  # it may build a graph a later backward runs over
+            self._pending = (*self._pending[1 - PENDING_FORWARDS:], key[:-1])
+        return key
 
     # ------------------------------------------------------------------ segments
     def _boundary(self, key: tuple, stage: str, entering: torch.nn.Module | None = None) -> int:
@@ -523,32 +582,38 @@ class SteadyCounting:
         if self._watching:
             del self._watched_hooks[self._watch_id]
             self._watching = False
-        self._close(False)
         segment = self._segments.get(key)
-        if (segment is not None and not self._recording and segment.replayable
-                and (segment.seen + 1) % self._audit_every):
+        if segment is None:
+            pinned = key[0] == "unkeyable" or (key[0] == "phase" and bool(key[1]))
+            segment = self._segments[key] = _Segment(pinned, evaluating=key[0] == "forward" and not key[4])
+            # Where a tail ends, as its work may depend on it: the next root and its arguments
+            # (the next batch's preprocessing), or the next optimizer (clipping before a step).
+            ending = key[:4] if key[0] == "forward" else key[:3]
+            segment.follow = self._endings.setdefault(ending, len(self._endings))
+            self._evict()
+        self._close(False, segment.follow)  # the open tail's outcome holds where it ended
+        if not self._recording and segment.replayable and (segment.seen + 1) % self._audit_every:
             segment.seen += 1
             self._open, self._how, self._stage = segment, REPLAY, stage
             self._head_mark = self._tail_mark = self._backwards
             self._fault_mark = self._faults
+            self._nodes_mark = _autograd_nodes()
             return segment.id
-        return self._switch(key, segment, stage, entering)
+        return self._switch(segment, stage, entering)
 
-    def _switch(self, key: tuple, segment: _Segment | None, stage: str, entering: torch.nn.Module | None) -> int:
+    def _switch(self, segment: _Segment, stage: str, entering: torch.nn.Module | None) -> int:
         """The rest of a boundary: replay the segment if it can be, else intercept it."""
-        if segment is None:
-            pinned = key[0] == "unkeyable" or (key[0] == "phase" and bool(key[1]))
-            segment = self._segments[key] = _Segment(pinned, evaluating=key[0] == "forward" and not key[4])
-            self._evict()
         segment.seen += 1
         self._open, self._stage, self._head = segment, stage, None
         self._head_mark = self._tail_mark = self._backwards
         self._fault_mark = self._faults
+        self._nodes_mark = _autograd_nodes()
         if segment.replayable and segment.seen % self._audit_every and self._switch_to(False):
             self._how = REPLAY
             return segment.id
         if entering is not None:
             self._roots[id(entering)].refresh(entering)
+            self._members.update(map(id, entering.modules()))
         if not self._switch_to(True, entering):  # another dispatch mode is on top
             self._how = BLIND
             self.counters["unrecorded"] += 1
@@ -559,7 +624,7 @@ class SteadyCounting:
         self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
         return segment.id
 
-    def _head_done(self) -> None:
+    def _head_done(self, forward: bool) -> None:
         """The open segment's forward returned, or its step finished: credit or record its head."""
         segment = self._open
         if segment is None or self._stage is not HEAD:
@@ -567,32 +632,48 @@ class SteadyCounting:
         self._stage = TAIL
         backwards = self._backwards - self._head_mark if self._head_mark <= self._backwards else 0
         self._tail_mark, self._fault_mark = self._backwards, self._faults
+        nodes, self._nodes_mark = -self._nodes_mark, _autograd_nodes()
+        nodes += self._nodes_mark
         if self._how is REPLAY:
-            if backwards != segment.head_backwards:
-                self._flag("diverged")
+            if backwards != segment.head_backwards or nodes != segment.head_nodes:
+                self._flag("diverged" if backwards != segment.head_backwards else "branched")
                 segment.relearn()
+                self._count_tail(forward)  # what follows it is counted as it runs
                 return
             record = segment.head
             if record.replays:  # Ledger.credit's own fast path, inlined: this runs every step
                 record.replays += 1
             else:
                 self.ledger.credit(record)
-            if segment.quiet and self._switch_to(True):
-                self._how, self._quiet_tail = RECORD, True
-                self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
+            if segment.quiet:
+                self._count_tail(forward)
         elif self._how is RECORD:
-            self._head, self._head_backwards = self._sink.record(), backwards
+            self._head, self._head_backwards, self._head_nodes = self._sink.record(), backwards, nodes
             self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
 
-    def _close(self, at_stop: bool) -> None:
-        """The open segment ends, at a boundary or when the session stops."""
+    def _count_tail(self, forward: bool) -> None:
+        """Intercept the rest of a replayed segment, counting it as it runs (no record kept)."""
+        if not self._switch_to(True):  # another dispatch mode is on top
+            self._how = BLIND
+            self.counters["unrecorded"] += 1
+            self._flag("foreign-mode")
+            return
+        self._how, self._quiet_tail = RECORD, True
+        self._sink = self._mode.sink = self.tracker.ledger = Ledger(mirror=self.ledger)
+        self.tracker.stage = LOSS if forward and _grad_enabled() else PREPROCESSING  # as after the head
+
+    def _close(self, at_stop: bool, following: int) -> None:
+        """The open segment ends, at a boundary or when the session stops: ``following`` is
+        where (the next segment's ``follow``, -1 at stop). A tail's outcome is how it ran (its
+        backwards, the ones that raised, the autograd nodes it created) and where it ended."""
         segment = self._open
         if segment is None:
             return
         self._open = None
         if self._how is BLIND:
             return
-        outcome = (self._backwards - self._tail_mark, self._faults - self._fault_mark)
+        outcome = (self._backwards - self._tail_mark, self._faults - self._fault_mark, following,
+                   _autograd_nodes() - self._nodes_mark)
         if self._quiet_tail:  # counted as it ran; the record stays
             self._quiet_tail = False
             self._sink = None
@@ -635,7 +716,7 @@ class SteadyCounting:
         self.counters["recorded" if first else "audited"] += 1
         if head is not None:
             self._keep(segment, "head", head)
-            segment.head_backwards = self._head_backwards
+            segment.head_backwards, segment.head_nodes = self._head_backwards, self._head_nodes
         elif first:
             segment.head = Record({}, Counter())  # a tail-only segment (after a phase block)
         if not at_stop:  # a tail the session's end cut short is no record
