@@ -52,15 +52,20 @@ def test_at_the_end_metrics_wait_for_one_scrape_of_the_final_state(monkeypatch):
     monkeypatch.setenv("OTEL_FLOPS_LINGER", "60")
     tracker = otel_flops.track(serve=True, port=0, host="127.0.0.1", energy=False)
     torch.ones(4, 4) @ torch.ones(4, 4)
-    url, seen = tracker.endpoint.url, []
-    stopper = threading.Thread(target=tracker.__exit__, args=(None, None, None))
-    stopper.start()
-    while stopper.is_alive() and not seen:
-        page = scrape(url)
-        if "otel_flops_run_finished" in page:
-            seen = page["otel_flops_flops_total"]
-    stopper.join(timeout=30)
-    assert not stopper.is_alive() and [value for _, value in seen] == [128]
+    url, seen, stopped = tracker.endpoint.url, [], threading.Event()
+
+    def scraper() -> None:  # a Prometheus that scrapes until it sees the run finished
+        while not seen and not stopped.is_set():
+            page = scrape(url)
+            if "otel_flops_run_finished" in page:
+                seen.extend(page["otel_flops_flops_total"])
+
+    thread = threading.Thread(target=scraper)
+    thread.start()
+    tracker.__exit__(None, None, None)  # on the session's own thread: it waits for that scrape
+    stopped.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and [value for _, value in seen] == [128]
     try:
         urllib.request.urlopen(url, timeout=2)
         raise AssertionError("still serving after the final scrape")
