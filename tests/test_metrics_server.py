@@ -41,7 +41,8 @@ def test_twenty_idle_connections_do_not_block_a_scrape(tmp_path, tls):
         with idle_connections(port, 20):
             body = urllib.request.urlopen(tracker.endpoint.url, context=context, timeout=5).read().decode()
             again = urllib.request.urlopen(tracker.endpoint.url, context=context, timeout=5).read().decode()
-    assert tracker.endpoint.url.startswith("https://" if tls else "http://")
+        url = tracker.endpoint.url
+    assert url.startswith("https://" if tls else "http://")
     assert "otel_flops_flops_total" in body and "otel_flops_flops_total" in again
 
 
