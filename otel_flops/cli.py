@@ -201,7 +201,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not cmd:
         parser.error("run needs a command after --, e.g. otel-flops run -- python train.py")
     settings = load().with_overrides(port=args.port, host=args.host, mode=args.mode)
-    destination = Path(args.report).resolve() if args.report else None
+    report = args.report or settings.report  # --report, else OTEL_FLOPS_REPORT
+    destination = Path(report).resolve() if report else None
     reason = destination and _unwritable(destination)
     if reason:
         print(f"otel-flops: cannot write the report to {destination} ({reason}); the script runs and the table "

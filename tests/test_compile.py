@@ -226,6 +226,29 @@ def test_sessions_come_and_go_without_recompiling() -> None:
     assert counters["stats"]["unique_graphs"] - graphs <= 2  # the forward's and backward's, with hooks
 
 
+def test_many_static_shapes_stay_compiled_and_steady_counts_them_as_full() -> None:
+    """dynamic=False and 6 batch sizes: bare, 6 graphs; under a session each may get a variant
+    with the session's hooks, so Dynamo's recompile limit (8) is doubled while it runs, and
+    compiling's own autograd nodes do not make steady mode take a replay for another branch."""
+    reports = {}
+    for mode in ("full", "steady"):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = mlp()
+        compiled = torch.compile(model, dynamic=False)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with otel_flops.track(compiled, mode=mode, energy=False) as tracker:
+            for _ in range(2):
+                for batch in range(2, 8):
+                    compiled(torch.randn(batch, 16)).sum().backward()
+                    opt.step()
+                    opt.zero_grad()
+            reports[mode] = tracker.report()
+        assert torch._dynamo.config.recompile_limit == 8  # restored
+    assert reports["steady"]["phases"] == reports["full"]["phases"]
+    assert reports["steady"]["incomplete"] == []
+
+
 class Linear4bit(nn.Linear):
     """Named as bitsandbytes' 4-bit layer: the precision resolver's class marker gives 4 bits."""
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import otel_flops
+from otel_flops.torch import steady
 
 
 class TinyLM(nn.Module):
@@ -97,10 +98,12 @@ def test_an_audit_that_disagrees_is_reported_and_retraced():
                 out.detach().exp()  # extra work that neither the forward's signature nor its graph shows
             out.sum().backward()
             optimizer.step()
-    stats = tracker.report()["steady"]
+    report = tracker.report()
+    stats = report["steady"]
     # every segment is audited at its 4th and 8th occurrence; only the forward's first audit
-    # (step 3) sees the new work
+    # (step 3) sees the new work, and the count says it is incomplete
     assert stats["mismatches"] == 1 and stats["audited"] >= 2
+    assert report["incomplete"] == [steady.INCOMPLETE["audit"].format(n=1)]
 
 
 def test_no_tensor_is_kept_alive():

@@ -28,12 +28,15 @@ import functools
 import logging
 import operator
 import re
+import sys
+import threading
 import types
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import wrapt
 from torch.nn.modules.loss import _Loss
 
 from ..ledger import CountKey, Ledger, Totals
@@ -132,6 +135,41 @@ def measure(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _Counts
     return dict(forward.items()), dict(backward.items())
 
 
+class _Measuring(threading.Thread):
+    """The thread a graph is measured on (threads.py leaves it alone)."""
+
+    otel_flops_internal = True
+
+
+def measure_apart(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _Counts]:
+    """``measure`` on a thread of its own, under this thread's grad, inference and autocast
+    state: the replay's autograd nodes must not count among this thread's (steady mode checks
+    that a replayed forward builds as many as its record), and no session mode is on that stack."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    autocast = [(device, torch.get_autocast_dtype(device)) for device in ("cpu", "cuda")
+                if torch.is_autocast_enabled(device)]
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        with contextlib.ExitStack() as state:
+            state.enter_context(torch.set_grad_enabled(grad))
+            if inference:
+                state.enter_context(torch.inference_mode())
+            for device, dtype in autocast:
+                state.enter_context(torch.autocast(device, dtype=dtype))
+            try:
+                result["counts"] = measure(gm, args)
+            except Exception as exc:
+                result["error"] = exc
+
+    thread = _Measuring(target=work, name="otel-flops-measure")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["counts"]
+
+
 def _flat_tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value]
@@ -180,7 +218,7 @@ class CompiledGraph:
             key = self.signature(args)
             counts = self.counts.get(key)
             if counts is None:
-                counts = self.counts[key] = measure(self.gm, list(args))
+                counts = self.counts[key] = measure_apart(self.gm, list(args))
             return counts
         except Exception:
             mode.contain("torch.compile graph")
@@ -264,10 +302,43 @@ def follow_dynamo(output_graph: types.ModuleType) -> None:
     original = getattr(output_graph.OutputGraph, "call_user_compiler", None)
     if original is None or getattr(original, "otel_flops", False) or _unfollowed:
         return
+    from torch._dynamo.callback import callback_handler
     from torch._dynamo.utils import counters
 
     _unfollowed.append(counters["stats"]["unique_graphs"])
     output_graph.OutputGraph.call_user_compiler = _wrap_compiler(original)
+    _count_compiling_nodes(callback_handler)
+    clear = callback_handler.clear
+
+    def clear_and_keep_ours() -> None:  # torch._dynamo.reset() clears every callback
+        clear()
+        _count_compiling_nodes(callback_handler)
+
+    callback_handler.clear = clear_and_keep_ours
+
+
+# Autograd nodes that compiling created on each thread (Dynamo and AOTAutograd trace with fake
+# tensors that need gradients): not the program's own work, so steady mode leaves them out.
+_compiling = threading.local()
+_sequence_nr = torch._C._autograd._get_sequence_nr
+
+
+def _compile_start(args: Any) -> None:
+    _compiling.start = _sequence_nr()
+
+
+def _compile_end(args: Any) -> None:
+    _compiling.nodes = getattr(_compiling, "nodes", 0) + _sequence_nr() - getattr(_compiling, "start", _sequence_nr())
+
+
+def _count_compiling_nodes(callback_handler: Any) -> None:
+    callback_handler.register_start_callback(_compile_start)
+    callback_handler.register_end_callback(_compile_end)
+
+
+def autograd_nodes() -> int:
+    """The autograd nodes this thread has created so far, less those that compiling created."""
+    return _sequence_nr() - getattr(_compiling, "nodes", 0)
 
 
 def incomplete() -> list[str]:
@@ -283,12 +354,47 @@ def incomplete() -> list[str]:
 HOOK_WARNING = "Using `torch.compile(module)` when there are global hooks"
 
 
+# Dynamo's per-frame and per-process recompile limits, doubled while a session runs: a frame may
+# get one variant with the session's hooks for each of its own (Dynamo guards on the number of
+# global module hooks), so the user's program keeps the number of variants it had bare.
+LIMITS = ("recompile_limit", "accumulated_recompile_limit")
+_raised: list[Any] = []  # the Dynamo config whose limits this session doubled
+
+
+def _raise_limits(config: types.ModuleType) -> None:
+    if not _raised and _session_active[0]:
+        for name in LIMITS:
+            setattr(config, name, getattr(config, name) * 2)
+        _raised.append(config)
+
+
+def _lower_limits() -> None:
+    for config in _raised:
+        for name in LIMITS:
+            setattr(config, name, max(1, getattr(config, name) // 2))
+    _raised.clear()
+
+
+_session_active = [False]
+_config_hook: list[bool] = []  # the post-import hook on Dynamo's config, registered once
+
+
 def install() -> list[Callable[[], None]]:
-    """For one session: silence torch's warning about our global hooks; returns the undo."""
+    """For one session: silence torch's warning about our global hooks, and double Dynamo's
+    recompile limits (now, or when Dynamo loads); returns the undo."""
     warnings.filterwarnings("ignore", message=re.escape(HOOK_WARNING))
     ignored = warnings.filters[0]
+    _session_active[0] = True
+    config = sys.modules.get("torch._dynamo.config")
+    if config is not None:
+        _raise_limits(config)
+    elif not _config_hook:
+        wrapt.register_post_import_hook(_raise_limits, "torch._dynamo.config")
+        _config_hook.append(True)
 
     def undo() -> None:
+        _session_active[0] = False
+        _lower_limits()
         with contextlib.suppress(ValueError):
             warnings.filters.remove(ignored)
 

@@ -79,7 +79,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from ..containment import Containment, contained
 from ..ledger import Ledger, Record
 from ..settings import Settings
-from . import relays, tls
+from . import compiled, relays, tls
 from .dispatch import CountingMode
 from .dynamic import data_dependent
 from .keys import Unkeyable, frozen_option, tensor_signature, value_signature
@@ -95,7 +95,7 @@ _graph_task_id = torch._C._current_graph_task_id
 _grad_enabled = torch.is_grad_enabled
 _inference_mode = torch.is_inference_mode_enabled
 _any_autocast = torch._C._is_any_autocast_enabled
-_autograd_nodes = torch._C._autograd._get_sequence_nr  # this thread's autograd nodes created so far
+_autograd_nodes = compiled.autograd_nodes  # this thread's autograd nodes so far, less compiling's
 _global_forward_pre_hooks = torch.nn.modules.module._global_forward_pre_hooks
 _training = operator.attrgetter("training")
 _requires_grad = operator.attrgetter("requires_grad")
@@ -130,6 +130,9 @@ INCOMPLETE = {
     "branched": "{n} replayed forward(s) or optimizer step(s) built another autograd graph than their records "
                 "(a random or data-dependent branch, a module that changed its own code path): their own work "
                 "is not counted (what followed them is)",
+    "audit": "{n} audit(s) found a repeated segment doing other work than its record (work that changes "
+             "from step to step with nothing a key sees, e.g. clipping every other step): the replays "
+             "between audits were credited with the record's counts (mode=full counts what ran)",
     "session-end": "{n} segment tail(s) cut short by the session's end ran differently from their records "
                    "and were not counted (work after the last forward or step outside otel_flops.phase())",
 }
@@ -729,8 +732,7 @@ class SteadyCounting:
         if old is not None:
             if not old.same_counts(record):
                 self.counters["mismatches"] += 1
-                log.warning("otel-flops: a steady-mode audit found different counts for a repeated step "
-                            "(%s); re-traced it", "its forward or step" if part == "head" else "what followed")
+                self._flag("audit")
             self.ledger.fold(old)
         if part == "head":
             segment.head = record

@@ -163,7 +163,7 @@ class Threads:
 
         @functools.wraps(original)
         def start(thread: threading.Thread) -> None:
-            if threads._live:
+            if threads._live and not getattr(thread, "otel_flops_internal", False):
                 try:
                     if getattr(thread.run, "func", None) != threads._run:
                         thread.run = functools.partial(threads._run, thread.run)  # type: ignore[method-assign]

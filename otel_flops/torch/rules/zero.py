@@ -14,8 +14,8 @@ from .registry import flop_rule, packets, zero
 ZERO_FLOP = [
     # copies, conversions and layout changes
     "_to_copy", "copy_", "clone", "_copy_from", "_copy_from_and_resize", "lift_fresh", "lift_fresh_copy", "detach",
-    "alias", "_unsafe_view", "contiguous", "set_", "resize_", "resize_as_", "_local_scalar_dense", "cat", "stack",
-    "constant_pad_nd", "flip", "roll", "rot90", "repeat", "tril", "triu", "block_diag", "diag_embed",
+    "alias", "_unsafe_view", "contiguous", "set_", "resize_", "resize_as_", "_local_scalar_dense", "item", "cat",
+    "stack", "constant_pad_nd", "flip", "roll", "rot90", "repeat", "tril", "triu", "block_diag", "diag_embed",
     "diagonal_backward", "diagonal_scatter", "as_strided_scatter", "pixel_shuffle", "pixel_unshuffle",
     "channel_shuffle", "native_channel_shuffle", "complex", "_chunk_cat", "unsafe_split", "unsafe_split_with_sizes",
     "unsafe_chunk", "broadcast_tensors", "im2col", "max_unpool2d", "max_unpool3d", "lu_unpack",
