@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from . import environment, ranks, report
+from . import environment, ranks, report, tracebacks
 from .energy import EnergyMonitor
 from .ledger import Ledger
 from .settings import Settings, load
@@ -68,6 +68,7 @@ class Session:
         self._owner_thread = threading.get_ident()
         self._started = time.monotonic()
         self._undo = [*compiled.install(), *cuda_graphs.install(), *self._instrument_sklearn()]
+        tracebacks.install()
         self.telemetry.start(self._serve, self._meter_provider)
         return self
 
