@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_rules import _unfused
 from torch import nn
 
 import otel_flops
@@ -26,14 +27,6 @@ def _total(fn):
     report = _report(fn)
     assert report["uncounted_ops"] == {} and report["errors"] == {}, report
     return report["totals"]["flops"]
-
-
-def _unfused(fn):
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        return _by_op(fn)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(True)
 
 
 # ---------------------------------------------------------------- inference_mode composites
