@@ -242,8 +242,8 @@ def _unwritable(path: Path) -> str | None:
         return "a parent of it is not a directory"
     except OSError as exc:
         return exc.strerror or str(exc)
-    if not existed:
-        path.unlink()
+    if not existed:  # another rank's probe of the same path may have removed it already
+        path.unlink(missing_ok=True)
     return None
 
 

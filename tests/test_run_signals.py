@@ -125,6 +125,24 @@ def test_an_unwritable_report_path_is_one_line_and_the_script_runs(tmp_path, kin
     assert "otel-flops report" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_ranks_probing_one_report_path_at_once_do_not_fail(tmp_path, monkeypatch):
+    """Each rank's `otel-flops run` probes the shared --report path; when another rank's probe
+    removes the probe file first, this one still starts (a fleet test once failed this way)."""
+    from otel_flops import cli
+
+    path = tmp_path / "r.json"
+    opened = os.open
+
+    def other_rank_finishes_first(*args, **kwargs):
+        fd = opened(*args, **kwargs)
+        path.unlink()
+        return fd
+
+    monkeypatch.setattr(cli.os, "open", other_rank_finishes_first)
+    assert cli._unwritable(path) is None
+    assert not path.exists()
+
+
 def _read_only_mount_works(tmp_path: Path) -> bool:
     probe = tmp_path / "probe"
     probe.mkdir()
