@@ -14,7 +14,7 @@ import json
 import torch
 
 import otel_flops
-from otel_flops.workloads import WORKLOADS, train_step
+from otel_flops.analysis.workloads import WORKLOADS, train_step
 
 BATCH = {"mlp": 256, "resnet18": 32, "transformer": 32}
 

@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import otel_flops  # noqa: E402
+from otel_flops.analysis.workloads import WORKLOADS  # noqa: E402
 from otel_flops.energy import STARTING  # noqa: E402
-from otel_flops.workloads import WORKLOADS  # noqa: E402
 
 AGREEMENT = 0.05
 

@@ -38,8 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import otel_flops  # noqa: E402
+from otel_flops.analysis.workloads import WORKLOADS, train_step  # noqa: E402
 from otel_flops.energy import STARTING  # noqa: E402
-from otel_flops.workloads import WORKLOADS, train_step  # noqa: E402
 
 VARIANTS = ("bare", "steady+energy on", "steady+energy off")
 PAIRS = (("steady+energy on", "bare"), ("steady+energy off", "bare"), ("steady+energy on", "steady+energy off"))

@@ -24,7 +24,7 @@ def child() -> None:
     import torch
 
     import otel_flops
-    from otel_flops.workloads import WORKLOADS, train_step
+    from otel_flops.analysis.workloads import WORKLOADS, train_step
 
     workload = WORKLOADS["mlp"]
     model = workload.build()

@@ -3,7 +3,7 @@
     python benchmarks/mfu.py [--workload resnet18] [--batch 128] [--precision bf16] [--seconds 20]
 
 Trains the workload for the given time under otel_flops.track() (steady mode) and prints the
-report's achieved FLOP/s and MFU against the GPU's dense peak (otel_flops/peaks.py), with an
+report's achieved FLOP/s and MFU against the GPU's dense peak (otel_flops/analysis/peaks.py), with an
 alpha-FLOPs profile's predicted step time beside the measured one when OTEL_FLOPS_ALPHA_PROFILE
 names one.
 """
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import otel_flops  # noqa: E402
-from otel_flops.workloads import WORKLOADS  # noqa: E402
+from otel_flops.analysis.workloads import WORKLOADS  # noqa: E402
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import otel_flops  # noqa: E402
-from otel_flops.workloads import WORKLOADS  # noqa: E402
+from otel_flops.analysis.workloads import WORKLOADS  # noqa: E402
 
 BATCHES = {
     "cuda": {"mlp": 256, "resnet18": 128, "transformer": 32},

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .analysis.peaks import gpu_name, seconds_at_peak
 from .ledger import Ledger, Totals, grouped
-from .peaks import gpu_name, seconds_at_peak
 
 SCHEMA = "otel-flops/report/v1"
 PHASE_ORDER = ("preprocessing", "forward", "loss", "backward", "optimizer", "inference")
@@ -45,7 +45,7 @@ def energy_sections(energy: Any, total: Totals) -> dict[str, Any]:
 
 
 def mfu_section(ledger: Ledger, seconds: float, override: float | None) -> dict[str, Any]:
-    """Achieved GPU FLOP/s over the session and its share of the dense peak (otel_flops.peaks)."""
+    """Achieved GPU FLOP/s over the session and its share of the dense peak (otel_flops.analysis.peaks)."""
     name = gpu_name()
     at_peak = seconds_at_peak(ledger.items(), name, override) if name else None
     if at_peak is None or seconds <= 0:

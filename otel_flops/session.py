@@ -75,7 +75,7 @@ class Session:
     def _load_alpha_profile(self) -> Any:
         if not self.settings.alpha_profile:
             return None
-        from . import alpha
+        from .analysis import alpha
 
         try:
             return alpha.load_for_this_device(self.settings.alpha_profile)

@@ -19,8 +19,8 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__, ranks
+from .analysis.peaks import gpu_name, seconds_at_peak
 from .ledger import Ledger, Totals, capped, grouped
-from .peaks import gpu_name, seconds_at_peak
 from .settings import Settings
 
 log = logging.getLogger("otel_flops")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_flops.workloads import WORKLOADS, train_step
+from otel_flops.analysis.workloads import WORKLOADS, train_step
 
 # One machine-energy lock per test process (energy/node_lock.py): tests of other processes on this
 # machine do not take this one's energy away; subprocesses a test starts share it, like one machine.

@@ -13,7 +13,7 @@ import torch
 from conftest import free_port, scrape
 
 import otel_flops
-from otel_flops import alpha
+from otel_flops.analysis import alpha
 
 
 @pytest.mark.parametrize("beta, gamma", [(0.0, 0.0), (0.02, 0.99), (0.001, 0.56), (2.0, 2.0), (0.7, 0.1)])
@@ -30,7 +30,7 @@ def test_alpha_matches_seed_004_on_the_t2000_values():
 
 def test_quick_cpu_calibration_writes_a_bounded_profile_and_an_rmse_table(tmp_path):
     out = tmp_path / "profile.json"
-    result = subprocess.run([sys.executable, "-m", "otel_flops.cli", "calibrate", "--quick", "--device", "cpu",
+    result = subprocess.run([sys.executable, "-m", "otel_flops", "calibrate", "--quick", "--device", "cpu",
                              "--out", str(out)], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     (document,) = json.loads(out.read_text())["profiles"].values()

@@ -117,7 +117,7 @@ def test_dataloader_workers_run_with_one_exporter(tmp_path, context):
     report = tmp_path / "report.json"
     env = {**os.environ, "OTEL_FLOPS_ENERGY": "off"}
     result = subprocess.run(
-        [sys.executable, "-m", "otel_flops.cli", "run", "--report", str(report), "--host", "127.0.0.1",
+        [sys.executable, "-m", "otel_flops", "run", "--report", str(report), "--host", "127.0.0.1",
          "--port", str(free_port()), "--", "python", str(script), context],
         capture_output=True, text=True, timeout=180, env=env,
     )

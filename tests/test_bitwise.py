@@ -6,7 +6,7 @@ import torch
 from conftest import BATCH
 
 import otel_flops
-from otel_flops.workloads import WORKLOADS
+from otel_flops.analysis.workloads import WORKLOADS
 
 
 def _forward_backward(name: str):

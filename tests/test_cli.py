@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from conftest import free_port, scrape, wait_for_file
 
-CLI = [sys.executable, "-m", "otel_flops.cli"]
+CLI = [sys.executable, "-m", "otel_flops"]
 
 SCRIPT = textwrap.dedent(
     """

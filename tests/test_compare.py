@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import otel_flops
-from otel_flops.cli import main
-from otel_flops.workloads import WORKLOADS, train_step
+from otel_flops.analysis.workloads import WORKLOADS, train_step
+from otel_flops.commands.cli import main
 
-CLI = [sys.executable, "-m", "otel_flops.cli", "compare"]
+CLI = [sys.executable, "-m", "otel_flops", "compare"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -238,7 +238,7 @@ def _launch(tmp: Path, run: str, port: int) -> subprocess.Popen:
     if run == "main":
         env.update(OTEL_FLOPS_BUDGET_BOPS="1", OTEL_FLOPS_BUDGET_JOULES="0.001")
     return subprocess.Popen(
-        [sys.executable, "-m", "otel_flops.cli", "run", "--report", str(tmp / f"{run}.json"),
+        [sys.executable, "-m", "otel_flops", "run", "--report", str(tmp / f"{run}.json"),
          "--host", "127.0.0.1", "--port", str(port), "--", "python", str(tmp / f"{run}.py")],
         cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -51,7 +51,7 @@ def _run(python: Path, tmp_path: Path, env: dict[str, str] | None = None) -> tup
     """`otel-flops run` on a short script, with no GPU visible, so NVML is absent on any machine."""
     script, report_path = tmp_path / "train.py", tmp_path / "report.json"
     script.write_text(SCRIPT)
-    cli = [python, "-m", "otel_flops.cli", "run", "--report", str(report_path), "--port", "0", "--host", "127.0.0.1"]
+    cli = [python, "-m", "otel_flops", "run", "--report", str(report_path), "--port", "0", "--host", "127.0.0.1"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     proc = subprocess.run([*cli, "--", "python", str(script)], capture_output=True, text=True, timeout=120, env=env,
                           cwd=tmp_path)

@@ -74,7 +74,7 @@ def test_otlp_http_push_equals_the_report(tmp_path):
            "OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_SERVICE_NAME": "otlp-test",
            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci", "OTEL_EXPORTER_OTLP_HEADERS": "x-token=s3cr3t"}
     try:
-        result = subprocess.run([sys.executable, "-m", "otel_flops.cli", "run", "--report", str(report), "--",
+        result = subprocess.run([sys.executable, "-m", "otel_flops", "run", "--report", str(report), "--",
                                  "python", str(script)], capture_output=True, text=True, timeout=120, env=env)
     finally:
         server.shutdown()
@@ -148,7 +148,7 @@ def test_budgets_are_gauges_with_their_name():
 def test_bad_settings_fail_at_start_with_one_line(tmp_path, variable, value, expected):
     script = tmp_path / "noop.py"
     script.write_text("print('should not run')\n")
-    result = subprocess.run([sys.executable, "-m", "otel_flops.cli", "run", "--", "python", str(script)],
+    result = subprocess.run([sys.executable, "-m", "otel_flops", "run", "--", "python", str(script)],
                             capture_output=True, text=True, timeout=60, env={**os.environ, variable: value})
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and expected in result.stderr

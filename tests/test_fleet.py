@@ -54,7 +54,7 @@ def test_a_jobs_totals_at_the_central_prometheus_equal_the_sum_of_its_ranks_repo
         env.update(OTEL_FLOPS_ENERGY="off", OTEL_FLOPS_RUN_ID="fleet-job", OTEL_FLOPS_FILE_SD_DIR=str(targets),
                    OTEL_FLOPS_LINGER="60", OMP_NUM_THREADS="1")
         ranks = [subprocess.Popen(  # any free port: the node-local Prometheus reads it from the target file
-            [sys.executable, "-m", "otel_flops.cli", "run", "--report", str(tmp_path / "r.json"), "--host",
+            [sys.executable, "-m", "otel_flops", "run", "--report", str(tmp_path / "r.json"), "--host",
              "127.0.0.1", "--port", "0", "--", sys.executable, "-c", RANK],
             env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NTASKS": "2"},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]

@@ -55,7 +55,7 @@ def _run(script: str, mode: str, tmp: Path) -> Run:
     report = cwd / "report.json"
     cmd = [sys.executable, str(HOSTILE / script)]
     if mode != "bare":
-        cmd = [sys.executable, "-m", "otel_flops.cli", "run", "--mode", mode, "--report", str(report), "--", *cmd]
+        cmd = [sys.executable, "-m", "otel_flops", "run", "--mode", mode, "--report", str(report), "--", *cmd]
     try:
         done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:

@@ -13,9 +13,9 @@ import torch
 from matplotlib import image
 
 import otel_flops
-from otel_flops.cli import main
+from otel_flops.analysis.workloads import WORKLOADS, train_step
+from otel_flops.commands.cli import main
 from otel_flops.report import human
-from otel_flops.workloads import WORKLOADS, train_step
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BAR_BLUE = np.array([0x4C, 0x72, 0xB0]) / 255  # panel (a)'s bars
@@ -57,7 +57,7 @@ def _chromium(page, tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_html_report_renders_in_chromium(run_json, tmp_path):
     path, report = run_json
     page = tmp_path / "out.html"
-    cli = subprocess.run([sys.executable, "-m", "otel_flops.cli", "report", str(path), "--html", str(page)],
+    cli = subprocess.run([sys.executable, "-m", "otel_flops", "report", str(path), "--html", str(page)],
                          capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0, cli.stderr
 

@@ -143,7 +143,7 @@ def _two_ranks(tmp_path: Path, launcher: str) -> tuple[dict[int, dict], dict[int
     base, ready, go = _base_port(), str(tmp_path / "ready"), tmp_path / "go"
     env = {**os.environ, "OTEL_FLOPS_ENERGY": "off", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("OTEL_FLOPS_RUN_ID", None)
-    cmd = [sys.executable, "-m", "otel_flops.cli", "run", "--report", str(tmp_path / "run.json"),
+    cmd = [sys.executable, "-m", "otel_flops", "run", "--report", str(tmp_path / "run.json"),
            "--host", "127.0.0.1", "--port", str(base), "--",
            *command(str(script), free_port()), ready, str(go)]
     if launcher == "mp.spawn":
@@ -209,7 +209,7 @@ def test_scheduler_tasks_get_distinct_ports_and_labels(tmp_path, scheduler):
     script.write_text(TASK)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "OTEL_FLOPS_RUN_ID")}
     env.update(OTEL_FLOPS_ENERGY="off", OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "otel_flops.cli", "run", "--report", str(tmp_path / "r.json"),
+    procs = [subprocess.Popen([sys.executable, "-m", "otel_flops", "run", "--report", str(tmp_path / "r.json"),
                                "--host", "127.0.0.1", "--port", str(base), "--", sys.executable, str(script),
                                str(tmp_path / f"ready{rank}"), str(go)],
                               env={**env, **SCHEDULERS[scheduler](rank)}, stdout=subprocess.PIPE,

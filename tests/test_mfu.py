@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from otel_flops.analysis.peaks import peak_flops, seconds_at_peak
 from otel_flops.ledger import CountKey, Ledger
-from otel_flops.peaks import peak_flops, seconds_at_peak
 
 H100 = "NVIDIA H100 80GB HBM3"
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import otel_flops
-from otel_flops.quant import Linear4bit, pack_int4, quantize_model, unpack_int4
+from otel_flops.analysis.quant import Linear4bit, pack_int4, quantize_model, unpack_int4
 
 WORKLOADS = ("mlp", "resnet18", "transformer")
 
@@ -20,7 +20,7 @@ WORKLOADS = ("mlp", "resnet18", "transformer")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper")
     proc = subprocess.run(
-        [sys.executable, "-m", "otel_flops.cli", "bench", "paper", "--quick", "--device", "cpu", "--out", str(out)],
+        [sys.executable, "-m", "otel_flops", "bench", "paper", "--quick", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -107,7 +107,7 @@ def test_quantized_model_stays_close_and_resolves_to_4_bits():
 def test_a_bad_device_is_a_usage_error(capsys, device, message):
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from otel_flops.cli import main
+    from otel_flops.commands.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["bench", "paper", "--quick", "--device", device])

@@ -9,7 +9,8 @@ import os
 import pytest
 from test_energy_nvml import nvml  # noqa: F401  (the NVML stand-in fixture)
 
-from otel_flops import autostart, ranks
+from otel_flops import ranks
+from otel_flops.commands import autostart
 from otel_flops.energy import EnergyMonitor
 from otel_flops.energy.nvml import NvmlSource
 from otel_flops.settings import Settings, SettingsError, load

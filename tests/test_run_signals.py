@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for_file
 
-CLI = [sys.executable, "-m", "otel_flops.cli", "run"]
+CLI = [sys.executable, "-m", "otel_flops", "run"]
 
 TRAIN_UNTIL_STOPPED = textwrap.dedent(
     """
@@ -128,7 +128,7 @@ def test_an_unwritable_report_path_is_one_line_and_the_script_runs(tmp_path, kin
 def test_ranks_probing_one_report_path_at_once_do_not_fail(tmp_path, monkeypatch):
     """Each rank's `otel-flops run` probes the shared --report path; when another rank's probe
     removes the probe file first, this one still starts (a fleet test once failed this way)."""
-    from otel_flops import cli
+    from otel_flops.commands import cli
 
     path = tmp_path / "r.json"
     opened = os.open

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
 def test_paper_logistic_regression_by_otel_flops_run(tmp_path):
     script, report_path = tmp_path / "paper.py", tmp_path / "report.json"
     script.write_text(SCRIPT)
-    cmd = [sys.executable, "-m", "otel_flops.cli", "run", "--report", str(report_path), "--port", "0", "--",
+    cmd = [sys.executable, "-m", "otel_flops", "run", "--report", str(report_path), "--port", "0", "--",
            "python", "-W", "ignore", str(script)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,7 @@ import urllib.request
 from conftest import free_port
 from prometheus_server import require
 
-CLI = [sys.executable, "-m", "otel_flops.cli", "stack"]
+CLI = [sys.executable, "-m", "otel_flops", "stack"]
 
 
 def _get(url: str) -> dict | None:

@@ -181,7 +181,7 @@ def test_stopped_and_started_again_it_replays_its_records():
     """The overhead benchmark pauses steady mode between blocks of steps; its records outlive a pause."""
     from conftest import BATCH, train_step
 
-    from otel_flops.workloads import WORKLOADS
+    from otel_flops.analysis.workloads import WORKLOADS
 
     workload = WORKLOADS["mlp"]
     model = workload.build()

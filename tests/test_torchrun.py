@@ -43,7 +43,7 @@ def test_two_ranks_two_endpoints_summed_by_prometheus(tmp_path):
         base = free_port()
     ready, go = str(tmp_path / "ready"), tmp_path / "go"
     env = {**os.environ, "OTEL_FLOPS_ENERGY_INTERVAL": "0.5", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "otel_flops.cli", "run", "--report", str(report), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "otel_flops", "run", "--report", str(report), "--host", "127.0.0.1",
            "--port", str(base), "--", sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={free_port()}", str(script), ready, str(go)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

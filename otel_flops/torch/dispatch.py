@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _get_dispatch_stack_at
 
-from ..alpha import terms as alpha_terms
+from ..analysis.alpha import terms as alpha_terms
 from ..containment import Containment
 from ..ledger import CountKey, Ledger, Totals
 from ..precision import dtype_bits, dtype_name

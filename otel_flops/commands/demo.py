@@ -7,8 +7,8 @@ import time
 
 import torch
 
-from . import track
-from .workloads import WORKLOADS, train_step
+from .. import track
+from ..analysis.workloads import WORKLOADS, train_step
 
 # Per-workload batch sizes: small on CPU so the demo takes seconds, the paper's on GPU.
 BATCH = {"cpu": {"mlp": 64, "resnet18": 8, "transformer": 8}, "cuda": {"mlp": 256, "resnet18": 128, "transformer": 32}}

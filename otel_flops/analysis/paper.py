@@ -2,7 +2,7 @@
 
 Each workload runs in four formats: FP32; FP16 (torch.autocast on CUDA; on CPU the model and
 inputs are cast to float16, because CPU autocast would leave most ops in float32); INT8 and
-INT4 (``otel_flops.quant``: int8 or packed 4-bit weights dequantized in forward). Per format it
+INT4 (``otel_flops.analysis.quant``: int8 or packed 4-bit weights dequantized in forward). Per format it
 counts one forward+backward iteration (the paper's unit) and one full AdamW training step (for
 the phase decomposition), in full mode so that every op is seen.
 """
@@ -18,9 +18,9 @@ import torch
 
 import otel_flops
 
+from ..report import human
 from . import html_report
 from .quant import quantize_model
-from .report import human
 from .workloads import WORKLOADS, Workload
 
 FORMATS = ("fp32", "fp16", "int8", "int4")

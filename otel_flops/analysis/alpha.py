@@ -99,7 +99,7 @@ def device_key(device: str) -> str:
 
 
 def _cpu_name() -> str:
-    from .environment import describe
+    from ..environment import describe
 
     return describe()["cpu"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report import SCHEMA, human
+from ..report import SCHEMA, human
 
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 0.5

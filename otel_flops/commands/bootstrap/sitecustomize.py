@@ -13,7 +13,7 @@ import sys
 def _start() -> None:
     if os.environ.get("OTEL_FLOPS_AUTOSTART") != "1":
         return
-    from otel_flops import autostart
+    from otel_flops.commands import autostart
 
     autostart.start()
 

@@ -24,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import instrument, ranks, signals, uninstrument
-from .settings import SettingsError, load
+from .. import instrument, ranks, signals, uninstrument
+from ..settings import SettingsError, load
 
 log = logging.getLogger("otel_flops")
 

@@ -10,11 +10,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import report as report_mod
-from . import signals
-from .compare import CompareError
-from .settings import SettingsError, load
-from .stack import StackError
+from .. import report as report_mod
+from .. import signals
+from ..analysis.compare import CompareError
+from ..settings import SettingsError, load
+from .stack import DEPLOY, StackError
 
 BOOTSTRAP = Path(__file__).parent / "bootstrap"
 
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="exporters to scrape (default 127.0.0.1:9464)")
     stack.add_argument("--prometheus-port", type=_port, default=9090)
     stack.add_argument("--alertmanager-port", type=_port, default=9093)
-    stack.add_argument("--deploy", default=str(BOOTSTRAP.parent.parent / "deploy"), help="the deploy/ folder")
+    stack.add_argument("--deploy", default=str(DEPLOY), help="the deploy/ folder")
 
     run = sub.add_parser("run", help="run a script with torch counted, no code change",
                          usage="otel-flops run [--report FILE] [--port N] [--mode M] -- python script.py ARGS")
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _analysis_parsers(sub: argparse._SubParsersAction) -> None:
     """``bench paper``, ``compare`` and ``report``: they read or write reports, nothing served."""
-    from . import compare
+    from ..analysis import compare
 
     bench = sub.add_parser("bench", help="reproduce a published evaluation")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -122,7 +122,7 @@ def _analysis(args: argparse.Namespace) -> int:
 
 
 def _analyse(args: argparse.Namespace) -> int:
-    from . import compare, html_report, paper
+    from ..analysis import compare, html_report, paper
 
     if args.command == "bench":
         paper.bench(args.device, args.quick, args.out)
@@ -146,7 +146,7 @@ def _has_cuda() -> bool:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from . import alpha
+    from ..analysis import alpha
 
     device = args.device if args.device != "auto" else ("cuda" if _has_cuda() else "cpu")
     profile, document, points = alpha.calibrate(device, args.quick)
