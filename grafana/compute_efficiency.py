@@ -19,6 +19,8 @@ FLOPS = f"otel_flops_flops_total{{{WORK}}}"
 BOPS = f"otel_flops_bops_total{{{WORK}}}"
 JOULES = f"otel_flops_energy_joules_total{{{NODE_ENERGY}}}"
 SKLEARN = f'otel_flops_flops_total{{framework="sklearn", {RUN}, model=~"$model"}}'
+# MFU per run, averaged over its ranks (deploy/prometheus/rules/otel-flops.yml); ranks carry no job filter.
+MFU = 'otel_flops:mfu:ratio_rate5m{run=~"$run"}'
 
 
 def _total(selector: str) -> str:
@@ -30,6 +32,11 @@ def _per_joule(selector: str, function: str, window: str) -> str:
     work = f"sum by (node) ({function}({selector}[{window}]))"
     joules = f"sum by (node) ({function}({JOULES}[{window}]))"
     return f"sum({work} and on (node) {joules} > 0) / (sum({joules} and on (node) {work}) > 0)"
+
+
+def _window(kind: str) -> str:
+    """One window series (otel_flops.window blocks) summed per window name over the range."""
+    return f"sum by (window) (increase(otel_flops_window_{kind}_total{{{RUN}}}[$__range]))"
 
 
 def _budget_used(used: str, gauge: str) -> str:
@@ -69,21 +76,21 @@ def _section(b: dashboard.Dashboard, title: str, panels: tuple) -> dashboard.Das
 def build() -> dashboard.Dashboard:
     """The dashboard as the SDK's model; ``generate.py`` serialises it."""
     b = (
-        dashboard.Dashboard("Compute efficiency").uid(UID).tags(["otel-flops"]).editable()
+        dashboard.Dashboard("Compute efficiency").uid(UID).tags(["otel-flops"]).readonly()
         .description("FLOPs and BOPs counted by otel-flops, with energy, efficiency and compute budgets.")
         .time("now-1h", "now").refresh("30s").tooltip(DashboardCursorSync.CROSSHAIR)
         .variables(_variables())
     )
     b = _section(b, "Totals over the time range", (
-        stat_panel("Total FLOPs", "si:FLOP", "FLOPs counted over the range (increase: restarts keep their work).",
+        stat_panel("Total FLOPs", "sishort", "FLOPs counted over the range (increase: restarts keep their work).",
                    query(_total(FLOPS), "FLOPs", instant=True)),
-        stat_panel("Total BOPs", "si:BOP", "BOPs (FLOPs x effective bits) counted over the range.",
+        stat_panel("Total BOPs", "sishort", "BOPs (FLOPs x effective bits) counted over the range.",
                    query(_total(BOPS), "BOPs", instant=True)),
         stat_panel("Energy", "joule", "Machine energy (CPU, GPU, RAM) over the range, each node once.",
                    query(_total(JOULES), "energy", instant=True)),
-        stat_panel("FLOP/J", "si:FLOP/J", "FLOPs per joule over the range: both increases first, then divided.",
+        stat_panel("FLOP/J", "sishort", "FLOPs per joule over the range: both increases first, then divided.",
                    query(_per_joule(FLOPS, "increase", "$__range"), "FLOP/J", instant=True)),
-        stat_panel("BOP/J", "si:BOP/J", "BOPs per joule over the range: both increases first, then divided.",
+        stat_panel("BOP/J", "sishort", "BOPs per joule over the range: both increases first, then divided.",
                    query(_per_joule(BOPS, "increase", "$__range"), "BOP/J", instant=True)),
         stat_panel("Budget used", "percentunit", "Each run's use over the range as a share of its own budget "
                    "(OTEL_FLOPS_BUDGET_*); the alerts count 14 days.",
@@ -98,14 +105,28 @@ def build() -> dashboard.Dashboard:
     b = _section(b, "Throughput and efficiency", (
         series_panel("FLOP/s by phase", "flops", "FLOPs per second, by training phase.",
                      query(f"sum by (phase) (rate({FLOPS}[$__rate_interval]))", "{{phase}}")),
-        series_panel("BOP/s by dtype", "si:BOP/s", "BOPs per second, by operand dtype and bit-width.",
+        series_panel("BOP/s by dtype", "sishort", "BOPs per second, by operand dtype and bit-width.",
                      query(f"sum by (dtype, bits) (rate({BOPS}[$__rate_interval]))", "{{dtype}} ({{bits}} bit)")),
         series_panel("Power by hardware", "watt", "Power drawn, by hardware type (cpu, gpu, ram).",
                      query(f"sum by (hw_type) (otel_flops_power_watts{{{NODE_ENERGY}}})", "{{hw_type}}"), span=8),
-        series_panel("FLOP/J", "si:FLOP/J", "FLOPs per joule over time, over the nodes that measure energy.",
+        series_panel("FLOP/J", "sishort", "FLOPs per joule over time, over the nodes that measure energy.",
                      query(_per_joule(FLOPS, "rate", "$__rate_interval"), "FLOP/J"), span=8),
-        series_panel("BOP/J", "si:BOP/J", "BOPs per joule over time, over the nodes that measure energy.",
+        series_panel("BOP/J", "sishort", "BOPs per joule over time, over the nodes that measure energy.",
                      query(_per_joule(BOPS, "rate", "$__rate_interval"), "BOP/J"), span=8),
+    ))
+
+    b = _section(b, "Utilisation and windows", (
+        series_panel("MFU", "percentunit", "Model FLOP utilisation: seconds the counted work would take at the "
+                     "device's dense peak, per second (otel_flops:mfu:ratio_rate5m, mean over the run's ranks).",
+                     query(MFU, "{{run}}"), span=8),
+        stat_panel("FLOPs by window", "sishort", "FLOPs inside each otel_flops.window block over the range.",
+                   query(_window("flops"), "{{window}}", instant=True)),
+        stat_panel("Window FLOP/s", "flops", "FLOPs per second spent inside each window over the range.",
+                   query(f'{_window("flops")} / ({_window("duration_seconds")} > 0)', "{{window}}", instant=True)),
+        stat_panel("Window energy", "joule", "Joules measured while each window was open over the range.",
+                   query(_window("energy_joules"), "{{window}}", instant=True)),
+        stat_panel("Window time", "s", "Seconds each window was open over the range.",
+                   query(_window("duration_seconds"), "{{window}}", instant=True)),
     ))
 
     b = _section(b, "Budgets and emissions", (
@@ -113,8 +134,8 @@ def build() -> dashboard.Dashboard:
                        query(f"sum by (run) (increase({selector}[$__range]))", "used {{run}}"),
                        query(f"max by (run, budget) ({gauge}{{{RUN}}})", "budget {{run}} {{budget}}", "B"), span=6)
           for title, unit, selector, gauge in (
-              ("FLOPs against budget", "si:FLOP", f"otel_flops_flops_total{{{RUN}}}", "otel_flops_budget_flops"),
-              ("BOPs against budget", "si:BOP", f"otel_flops_bops_total{{{RUN}}}", "otel_flops_budget_bops"),
+              ("FLOPs against budget", "sishort", f"otel_flops_flops_total{{{RUN}}}", "otel_flops_budget_flops"),
+              ("BOPs against budget", "sishort", f"otel_flops_bops_total{{{RUN}}}", "otel_flops_budget_bops"),
               ("Energy against budget", "joule", JOULES, "otel_flops_budget_joules"),
           )),
         series_panel("Emissions", "massg", "CO2-equivalent emissions of the energy used, per interval.",
@@ -125,8 +146,8 @@ def build() -> dashboard.Dashboard:
     b = _section(b, "scikit-learn", (
         series_panel("scikit-learn FLOP/s by method", "flops", "FLOPs per second of estimator methods.",
                      query(f"sum by (phase) (rate({SKLEARN}[$__rate_interval]))", "{{phase}}")),
-        series_panel("scikit-learn FLOPs by estimator", "si:FLOP", "Cumulative FLOPs of each estimator class.",
-                     query(f"sum by (model) ({SKLEARN})", "{{model}}")),
+        series_panel("scikit-learn FLOP/s by estimator", "flops", "FLOPs per second of each estimator class.",
+                     query(f"sum by (model) (rate({SKLEARN}[$__rate_interval]))", "{{model}}")),
     ))
 
     b = _section(b, "Per rank", (

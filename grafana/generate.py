@@ -37,7 +37,9 @@ def prometheus_rule() -> str:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return _manifest({
         "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-        "metadata": {"name": "otel-flops", "labels": {"app.kubernetes.io/name": "otel-flops"}},
+        # kube-prometheus-stack selects rules by release=<Helm release>: deploy/k8s/kustomization.yaml sets another
+        "metadata": {"name": "otel-flops",
+                     "labels": {"app.kubernetes.io/name": "otel-flops", "release": "kube-prometheus-stack"}},
         "spec": {"groups": groups},
     })
 

@@ -14,8 +14,9 @@ from typing import Any
 from opentelemetry.instrumentation.dependencies import DependencyConflict, get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
+from .integrations import attach_to_trainers
 from .session import Session, begin, end
-from .settings import load
+from .settings import load_or_tell
 
 _instruments: tuple[str, ...] = ()
 _instruments_any = ("torch >= 2.4", "scikit-learn >= 1.3")
@@ -34,9 +35,13 @@ class OtelFlopsInstrumentor(BaseInstrumentor):
         return get_dependency_conflicts(_instruments, _instruments_any)
 
     def _instrument(self, **kwargs: Any) -> None:
-        settings = load()
+        """Start counting; OTEL_SDK_DISABLED=true or a bad setting: one line, and the program runs uncounted."""
+        settings = load_or_tell()
+        if settings is None:
+            return
         session = Session(settings, meter_provider=kwargs.get("meter_provider"))
         OtelFlopsInstrumentor._session = begin(session)
+        attach_to_trainers()
         if settings.report:
             atexit.register(_finish, session, settings.report)
 

@@ -1,20 +1,26 @@
 """Count events in, aggregates out: the single source of both the metrics and the report.
 
-Interceptors call ``add``; nothing here knows OpenTelemetry. Label sets stay bounded: the
-per-op and per-model labels are capped, and values past the cap fold into "other".
+Interceptors call ``add``; nothing here knows OpenTelemetry. Label sets stay bounded: every
+label a user controls (model, op, phase, window) is capped by ``LabelCaps``, and values past
+the cap fold into "other".
 Steady mode credits whole recorded segments with ``credit``, an O(1) call per replay; the
-records are multiplied out only when someone reads the totals.
+records are multiplied out only when someone reads the totals. ``work`` (running FLOPs and BOPs,
+O(records)) is what ``otel_flops.window`` reads at its edges; the windows' totals live here too.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 OTHER = "other"
+NO_MODULE = "(none)"  # the module path of work outside every model module (optimizer, preprocessing)
+ROOT_MODULE = "(root)"  # the module path of a model's own ops, outside its submodules
+# The phases torch counting sets itself (torch/phases.py names them from here); never capped.
+TORCH_PHASES = ("preprocessing", "forward", "inference", "loss", "backward", "optimizer")
 
 
 class CountKey(NamedTuple):
@@ -28,6 +34,7 @@ class CountKey(NamedTuple):
     bits: int
     device: str
     model: str
+    module: str = NO_MODULE  # submodule path under the model, to OTEL_FLOPS_MODULE_DEPTH ("transformer.h.0")
 
 
 @dataclass
@@ -57,6 +64,9 @@ class Record:
     steps: int = 0  # optimizer steps the segment completed
     replays: int = 0
 
+    def __post_init__(self) -> None:
+        self.work = (sum(t.flops for t in self.counts.values()), sum(t.bops for t in self.counts.values()))
+
     def same_counts(self, other: Record) -> bool:
         """Same FLOPs and BOPs per key, and the same uncounted ops; zero-FLOP call counts may differ."""
         return self.uncounted == other.uncounted and _work(self.counts) == _work(other.counts)
@@ -73,6 +83,33 @@ def _work(counts: dict[CountKey, Totals]) -> dict[CountKey, tuple[int, int, int]
     return {k: (t.flops, t.bops, t.comm_bytes) for k, t in counts.items() if t.flops or t.bops or t.comm_bytes}
 
 
+@dataclass
+class WindowTotals:
+    """What the occurrences of one named window did: FLOPs, BOPs, joules per (hw_type, device,
+    source) as the energy sources measured them, wall-clock seconds, and how many times it ran."""
+
+    flops: int = 0
+    bops: int = 0
+    joules: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    seconds: float = 0.0
+    count: int = 0
+    measured: bool = False  # an energy source gave its joules (else joules is empty: not measured)
+
+    def absorb(self, other: WindowTotals) -> None:
+        self.flops += other.flops
+        self.bops += other.bops
+        for key, j in other.joules.items():
+            self.joules[key] = self.joules.get(key, 0.0) + j
+        self.seconds += other.seconds
+        self.count += other.count
+        self.measured = self.measured or other.measured
+
+    @property
+    def total_joules(self) -> float | None:
+        """Joules summed over components, or None where no energy source measured the window."""
+        return sum(self.joules.values()) if self.measured else None
+
+
 class Ledger:
     """Thread-safe running totals per CountKey, plus the ops it could not count."""
 
@@ -86,6 +123,8 @@ class Ledger:
         self._records: list[Record] = []
         self.errors: Counter[str] = Counter()
         self._steps = 0
+        self._flops = self._bops = 0  # running sums of _totals: windows read them at every edge
+        self._windows: dict[str, WindowTotals] = {}
 
     @property
     def root(self) -> Ledger:
@@ -101,6 +140,8 @@ class Ledger:
             totals.bops += bops
             totals.calls += calls
             totals.comm_bytes += comm_bytes
+            self._flops += flops
+            self._bops += bops
         if self._mirror is not None:
             self._mirror.add(key, flops, bops, calls, comm_bytes)
 
@@ -108,6 +149,8 @@ class Ledger:
         """Add counts that carry more than FLOPs and BOPs (an alpha-FLOPs prediction)."""
         with self._lock:
             _absorb_into(self._totals, key, totals)
+            self._flops += totals.flops
+            self._bops += totals.bops
         if self._mirror is not None:
             self._mirror.add_totals(key, totals)
 
@@ -159,7 +202,29 @@ class Ledger:
             for op, calls in record.uncounted.items():
                 self._uncounted[op] += calls * record.replays
             self._steps += record.steps * record.replays
+            self._flops += record.work[0] * record.replays
+            self._bops += record.work[1] * record.replays
             record.replays = 0
+
+    def work(self) -> tuple[int, int]:
+        """(FLOPs, BOPs) counted so far, credited records included: O(records), not O(keys)."""
+        with self._lock:
+            return (self._flops + sum(r.work[0] * r.replays for r in self._records),
+                    self._bops + sum(r.work[1] * r.replays for r in self._records))
+
+    def add_window(self, name: str, totals: WindowTotals) -> None:
+        """Add one occurrence of the window ``name`` (occurrences of one name accumulate)."""
+        with self._lock:
+            self._windows.setdefault(name, WindowTotals()).absorb(totals)
+
+    def windows(self) -> dict[str, WindowTotals]:
+        """A copy of every window's totals, by name in the order first closed."""
+        with self._lock:
+            out = {}
+            for name, totals in self._windows.items():
+                out[name] = WindowTotals()
+                out[name].absorb(totals)
+            return out
 
     def items(self) -> list[tuple[CountKey, Totals]]:
         """A consistent copy of every key and its totals, credited records multiplied out."""
@@ -196,10 +261,28 @@ def grouped(items: list[tuple[CountKey, Totals]], *fields: str) -> dict[tuple, T
     return out
 
 
-def capped(values: Iterator[str] | list[str], cap: int) -> dict[str, str]:
-    """Map each value to itself for the first ``cap`` distinct values seen, else to OTHER."""
-    mapping: dict[str, str] = {}
-    for value in values:
-        if value not in mapping:
-            mapping[value] = value if len(mapping) < cap else OTHER
-    return mapping
+class LabelCaps:
+    """The one bound on every label a user controls: per label, the first ``cap`` distinct values
+    keep their name and later ones fold into OTHER, for good, so a value never moves between its own
+    series and OTHER from one collection to the next (counters stay monotonic). Values in ``keep``
+    (the built-in phases) are never folded and use none of the cap. Thread-safe (readers collect
+    on their own threads)."""
+
+    def __init__(self, caps: Mapping[str, int], keep: Mapping[str, frozenset[str]] | None = None) -> None:
+        self._caps = dict(caps)
+        self._keep = dict(keep or {})
+        self._seen: dict[str, dict[str, str]] = {label: {} for label in self._caps}
+        self._admitted = dict.fromkeys(self._caps, 0)
+        self._lock = threading.Lock()
+
+    def fold(self, label: str, value: str) -> str:
+        """``value`` itself while ``label`` is under its cap (or has none, or ``value`` is kept), else OTHER."""
+        if label not in self._caps or value in self._keep.get(label, ()):
+            return value
+        with self._lock:
+            seen = self._seen[label]
+            folded = seen.get(value)
+            if folded is None:
+                folded = seen[value] = value if self._admitted[label] < self._caps[label] else OTHER
+                self._admitted[label] += folded == value
+            return folded

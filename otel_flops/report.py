@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .analysis.peaks import gpu_name, seconds_at_peak
-from .ledger import Ledger, Totals, grouped
+from .analysis.mfu import PeakTime
+from .analysis.peaks import gpu_name
+from .ledger import CountKey, Ledger, Totals, grouped
 
 SCHEMA = "otel-flops/report/v1"
 PHASE_ORDER = ("preprocessing", "forward", "loss", "backward", "optimizer", "inference")
@@ -44,16 +45,22 @@ def energy_sections(energy: Any, total: Totals) -> dict[str, Any]:
     }
 
 
-def mfu_section(ledger: Ledger, seconds: float, override: float | None) -> dict[str, Any]:
-    """Achieved GPU FLOP/s over the session and its share of the dense peak (otel_flops.analysis.peaks)."""
-    name = gpu_name()
-    at_peak = seconds_at_peak(ledger.items(), name, override) if name else None
+def mfu_section(peak_time: PeakTime, ledger: Ledger, seconds: float) -> dict[str, Any]:
+    """Model FLOP utilisation over ``seconds`` (wall seconds of the session, the same span as
+    otel_flops_run_finished - otel_flops_run_started): seconds at peak (otel_flops.analysis.mfu) over
+    them, and the achieved FLOP/s of the work that has a peak. Equal to the PromQL
+    ``otel_flops_peak_time_seconds_total / (otel_flops_run_finished - otel_flops_run_started)``."""
+    at_peak = peak_time.measure(ledger.items())
     if at_peak is None or seconds <= 0:
-        reason = "no GPU in use" if not name else f"no peak known for {name}; set OTEL_FLOPS_PEAK_FLOPS"
+        name = gpu_name()
+        reason = (f"no peak in the table for {name}; set OTEL_FLOPS_PEAK_FLOPS to its dense peak FLOP/s" if name
+                  else "no GPU work counted; OTEL_FLOPS_PEAK_FLOPS sets a peak of your own (the CPU's, say)")
         return {"available": False, "reason": reason}
-    gpu_flops = sum(t.flops for k, t in ledger.items() if k.device.startswith("cuda"))
-    return {"available": True, "device": name, "seconds": seconds,
-            "achieved_flops_per_s": gpu_flops / seconds, "mfu": at_peak / seconds}
+    tf32 = peak_time.tf32
+    return {"available": True, "device": at_peak.device, "seconds": seconds, "peak_seconds": at_peak.seconds,
+            "peak_source": "OTEL_FLOPS_PEAK_FLOPS" if peak_time.override else "table",
+            "tf32": sorted(tf32) if tf32 is not None else None,
+            "achieved_flops_per_s": at_peak.flops / seconds, "mfu": at_peak.seconds / seconds}
 
 
 def alpha_section(ledger: Ledger, profile: str, seconds: float) -> dict[str, Any]:
@@ -97,6 +104,8 @@ def build(
             for (op,), t in sorted(by_op.items(), key=lambda kv: -kv[1].flops)
         },
         "uncounted_ops": dict(ledger.uncounted().most_common()),
+        "by_module": by_module_section(items),
+        "windows": windows_section(ledger),
         "comm_bytes": {op: t.comm_bytes for (op,), t in by_op.items() if t.comm_bytes},
         "errors": dict(ledger.errors.most_common()),
         "steps": ledger.steps,
@@ -104,6 +113,31 @@ def build(
     report.update(energy_sections(energy, total))
     report.update(extra or {})
     return report
+
+
+def by_module_section(items: list[tuple[CountKey, Totals]]) -> dict[str, dict[str, dict[str, int]]]:
+    """``{phase: {module path: {flops, bops}}}``, most FLOPs first: per phase the paths add up to
+    the phase's total exactly ("(none)": outside every model module; "(root)": the model's own ops)."""
+    per_phase = grouped(items, "phase")
+    by_path = grouped(items, "phase", "module")
+    return {
+        phase: {path: _counts(t) for (p, path), t in sorted(by_path.items(), key=lambda kv: -kv[1].flops) if p == phase}
+        for (phase,), _ in sorted(per_phase.items(), key=_phase_order)
+    }
+
+
+def windows_section(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """``{window name: {flops, bops, joules, joules_by_component, seconds, count}}`` (otel_flops.window);
+    joules is None where no energy source measured the window."""
+    out = {}
+    for name, w in ledger.windows().items():
+        by_component: dict[str, float] = {}
+        for (hw_type, _device, _source), j in w.joules.items():
+            by_component[hw_type] = by_component.get(hw_type, 0.0) + j
+        out[name] = {"flops": w.flops, "bops": w.bops, "joules": w.total_joules,
+                     "joules_by_component": by_component, "energy_source": ", ".join(sorted({k[2] for k in w.joules})),
+                     "seconds": w.seconds, "count": w.count}
+    return out
 
 
 def _phase_order(item: tuple[tuple, Totals]) -> tuple[int, str]:
@@ -125,6 +159,20 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.3g} {unit}".rstrip()
 
 
+def module_lines(by_module: dict[str, dict[str, dict[str, int]]], total_flops: int, top: int = 8) -> list[str]:
+    """The ``top`` (phase, module) entries by FLOPs, as terminal table lines."""
+    entries = sorted(((c["flops"], c["bops"], phase, path) for phase, paths in by_module.items()
+                      for path, c in paths.items() if c["flops"]), reverse=True)[:top]
+    if not entries:
+        return []
+    header = f"{'module (top ' + str(len(entries)) + ')':<36}{'phase':<12}{'FLOPs':>12}{'BOPs':>12}{'share':>8}"
+    lines = [header, "-" * len(header)]
+    for flops, bops, phase, path in entries:
+        share = flops / total_flops if total_flops else 0.0
+        lines.append(f"{path[:35]:<36}{phase:<12}{human(flops):>12}{human(bops):>12}{share:>8.1%}")
+    return lines
+
+
 def table(report: dict) -> str:
     """The phase breakdown, dtype mix and top ops, for a terminal."""
     total = report["totals"]
@@ -139,6 +187,11 @@ def table(report: dict) -> str:
     lines.append("dtypes: " + ", ".join(f"{d} {human(c['flops'])}FLOP" for d, c in report["by_dtype"].items()))
     top = list(report["by_op"].items())[:5]
     lines.append("top ops: " + ", ".join(f"{op} {human(c['flops'])}FLOP" for op, c in top))
+    lines += module_lines(report.get("by_module", {}), total["flops"])
+    for name, w in report.get("windows", {}).items():
+        joules = "energy unmeasured" if w["joules"] is None else f"{w['joules']:.3g} J"
+        lines.append(f"window {name}: {human(w['flops'])}FLOP, {human(w['bops'])}BOP, {joules}, "
+                     f"{w['seconds']:.3g} s, {w['count']}x")
     energy = report.get("energy", {})
     if energy.get("available"):
         eff = report["efficiency"]

@@ -53,24 +53,32 @@ class Session:
         self._owner_thread: int | None = None
         self._started = time.monotonic()
         self.alpha_profile: Any = None
+        self.off: str | None = None  # why this session never counts (OTEL_SDK_DISABLED, a bad setting)
 
     def start(self) -> Session:
+        if self.energy is not None:
+            self.energy.start()  # returns at once: its sources start in the background
+        self._owner_thread = threading.get_ident()
+        self._started = time.monotonic()
+        self._undo = [*self._count_torch(), *self._instrument_sklearn()]
+        tracebacks.install()
+        self.telemetry.start(self._serve, self._meter_provider)
+        return self
+
+    def _count_torch(self) -> list[Any]:
+        """Start torch counting (its dispatch mode, compile and CUDA-graph hooks); the undo callables.
+        Where torch cannot be imported, nothing: scikit-learn is counted alone."""
+        if not torch_importable():
+            return []
         from .torch import compiled, cuda_graphs
         from .torch.full import FullCounting
         from .torch.steady import SteadyCounting
 
-        if self.energy is not None:
-            self.energy.start()  # returns at once: its sources start in the background
         counting = {"full": FullCounting, "steady": SteadyCounting}[self.settings.mode]
         self.alpha_profile = self._load_alpha_profile()
         self._counting = counting(self.ledger, self.settings, self._names, self.alpha_profile)
         self._counting.start()
-        self._owner_thread = threading.get_ident()
-        self._started = time.monotonic()
-        self._undo = [*compiled.install(), *cuda_graphs.install(), *self._instrument_sklearn()]
-        tracebacks.install()
-        self.telemetry.start(self._serve, self._meter_provider)
-        return self
+        return [*compiled.install(), *cuda_graphs.install()]
 
     def _load_alpha_profile(self) -> Any:
         if not self.settings.alpha_profile:
@@ -97,7 +105,7 @@ class Session:
         return [backend.install(self.ledger)]
 
     def stop(self) -> None:
-        if self._owner_thread is not None and threading.get_ident() == self._owner_thread:
+        if self._counting is not None and self._owner_thread == threading.get_ident():
             self._counting.stop()
         self._owner_thread = None
         for undo in reversed(self._undo):
@@ -109,29 +117,50 @@ class Session:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        tracker = self._counting.phase_tracker()
+        tracker = self._counting.phase_tracker() if self._counting is not None else None
         if tracker is None:
             yield
             return
         with tracker.phase(name):
             yield
 
-    def report(self) -> Report:
-        from .torch import compiled
+    def window_edge(self) -> None:
+        """An ``otel_flops.window`` opens or closes on this thread (steady mode: a segment boundary)."""
+        if self._owner_thread is not None and self._counting is not None:  # started, not stopped, torch counted
+            self._counting.window_edge()
 
+    def report(self) -> Report:
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
-        extra["incomplete"] = (self._counting.incomplete() if self._counting else []) + compiled.incomplete()
+        extra["incomplete"] = []
+        if self._counting is not None:
+            from .torch import compiled
+
+            extra["incomplete"] = self._counting.incomplete() + compiled.incomplete()
+        if self.off is not None:
+            extra["off"] = self.off
         rank = ranks.current(self.settings.rank)
         if rank:
             extra["rank"] = rank
         elapsed = time.monotonic() - self._started
-        extra["mfu"] = report.mfu_section(self.ledger, elapsed, self.settings.peak_flops)
+        extra["mfu"] = report.mfu_section(self.telemetry.peak_time, self.ledger, self.telemetry.elapsed)
         if self.alpha_profile is not None:
             extra["alpha"] = report.alpha_section(self.ledger, self.alpha_profile.key, elapsed)
         built = report.build(
             self.ledger, mode=self.settings.mode, environment=environment.describe(), energy=self.energy, extra=extra
         )
         return Report(built)
+
+
+def torch_importable() -> bool:
+    """Whether torch can be imported here (a scikit-learn-only service may have none). Only torch's
+    own absence counts; any other import failure propagates."""
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "torch":
+            raise
+        return False
+    return True
 
 
 _active: Session | None = None

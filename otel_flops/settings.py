@@ -5,8 +5,11 @@ A bad value stops start-up with one line that names the variable and the accepte
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,6 +19,13 @@ from . import identity, ranks
 MODES = ("steady", "full")
 OP_LABELS = ("none", "family", "op")
 EXPORTERS = ("prometheus", "otlp", "console", "none")
+# OTLP protocols and the exporter each names in the SDK's ``opentelemetry_metrics_exporter`` entry
+# points (the names opentelemetry-instrument resolves OTEL_EXPORTER_OTLP_PROTOCOL to). The spec's
+# default, http/protobuf, ships with otel-flops; grpc needs the ``otlp-grpc`` extra.
+OTLP_PROTOCOLS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
+# A host name (RFC 1123 labels; "_" tolerated, as some container names have it) to bind /metrics to.
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
 
 
 class SettingsError(ValueError):
@@ -30,12 +40,18 @@ class Settings:
     op_label: str = "none"
     op_label_cap: int = 50
     model_label_cap: int = 20
+    module_depth: int = 3  # by_module: submodule paths cut to this many names ("transformer.h.0")
+    module_label: bool = False  # the flops/bops series also get a ``module`` label (capped)
+    module_label_cap: int = 50
+    window_label_cap: int = 20  # distinct otel_flops.window names on the window series
+    phase_label_cap: int = 20  # the user's own phase names; the built-in ones are never folded
     report: str | None = None
     audit_every: int = 1000
     energy: bool = True
     energy_interval: float = 2.0
     sklearn: bool = True
     exporters: tuple[str, ...] = ("prometheus",)
+    otlp_protocol: str = "http/protobuf"  # OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL
     budget_name: str = "default"
     budget_flops: float | None = None
     budget_bops: float | None = None
@@ -72,6 +88,7 @@ class Settings:
         updated = replace(self, **given)
         _check_choice("--mode", updated.mode, MODES)
         _check_port("--port", updated.port)
+        _check_host("--host", updated.host)
         for field, value in given.items():
             if field in NUMBERS and field != "port":
                 NUMBERS[field].check(f"{field}={value!r}", value)
@@ -88,6 +105,19 @@ def _check_port(name: str, port: int) -> int:
     if not 0 <= port <= 65535:
         raise SettingsError(f"{name}={port} is not a valid port; use 0-65535 (0 picks a free port)")
     return port
+
+
+def _check_host(name: str, host: str) -> str:
+    """``host`` if it is an IP address or a well-formed host name; else SettingsError naming ``name``."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not HOST_NAME.fullmatch(host):
+        raise SettingsError(f"{name}={host!r} is not a host name or IP address; set one to bind /metrics to "
+                            "(e.g. localhost, 0.0.0.0 or ::)")
+    return host
 
 
 @dataclass(frozen=True)
@@ -131,6 +161,10 @@ NUMBERS: dict[str, Number] = {
     "port": Number("OTEL_EXPORTER_PROMETHEUS_PORT", int, 0, maximum=65535),
     "op_label_cap": Number("OTEL_FLOPS_OP_LABEL_CAP", int, 1),
     "model_label_cap": Number("OTEL_FLOPS_MODEL_LABEL_CAP", int, 1),
+    "module_depth": Number("OTEL_FLOPS_MODULE_DEPTH", int, 0, maximum=64),
+    "module_label_cap": Number("OTEL_FLOPS_MODULE_LABEL_CAP", int, 1),
+    "window_label_cap": Number("OTEL_FLOPS_WINDOW_LABEL_CAP", int, 1),
+    "phase_label_cap": Number("OTEL_FLOPS_PHASE_LABEL_CAP", int, 1),
     "audit_every": Number("OTEL_FLOPS_AUDIT_EVERY", int, 1),
     "energy_interval": Number("OTEL_FLOPS_ENERGY_INTERVAL", float, 0.1, maximum=3600),
     "budget_flops": Number("OTEL_FLOPS_BUDGET_FLOPS", float, 0, strict=True),
@@ -169,6 +203,29 @@ def _exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _otlp_protocol(env: Mapping[str, str]) -> str:
+    """The OTLP protocol for metrics: the metrics-specific variable wins over the general one (OTel spec)."""
+    for name in ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        raw = (env.get(name) or "").strip()
+        if raw:
+            return _check_choice(name, raw.lower(), tuple(OTLP_PROTOCOLS))
+    return "http/protobuf"
+
+
+def otlp_exporter(protocol: str) -> Any:
+    """The entry point (group ``opentelemetry_metrics_exporter``) of the OTLP metric exporter for
+    ``protocol``, one of OTLP_PROTOCOLS. Raises SettingsError, one line, when the package that
+    provides it is not installed."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="opentelemetry_metrics_exporter", name=OTLP_PROTOCOLS[protocol])
+    if not found:
+        package = "opentelemetry-exporter-otlp-proto-" + ("grpc" if protocol == "grpc" else "http")
+        raise SettingsError(f"OTLP over {protocol} needs the package {package}; install it (pip install "
+                            "'otel-flops[otlp-grpc]') or set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+    return next(iter(found))
+
+
 def _existing_file(env: Mapping[str, str], name: str) -> str | None:
     path = env.get(name) or None
     if path is not None and not os.path.isfile(path):
@@ -196,17 +253,23 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     settings = Settings(
         mode=_check_choice("OTEL_FLOPS_MODE", env.get("OTEL_FLOPS_MODE", "steady").lower(), MODES),
-        host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost",
+        host=_check_host("OTEL_EXPORTER_PROMETHEUS_HOST", env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost"),
         port=_number(env, "port", 9464),
         op_label=_check_choice("OTEL_FLOPS_OP_LABEL", env.get("OTEL_FLOPS_OP_LABEL", "none").lower(), OP_LABELS),
         op_label_cap=_number(env, "op_label_cap", 50),
         model_label_cap=_number(env, "model_label_cap", 20),
+        module_depth=_number(env, "module_depth", 3),
+        module_label=_switch(env, "OTEL_FLOPS_MODULE_LABEL", False),
+        module_label_cap=_number(env, "module_label_cap", 50),
+        window_label_cap=_number(env, "window_label_cap", 20),
+        phase_label_cap=_number(env, "phase_label_cap", 20),
         report=env.get("OTEL_FLOPS_REPORT") or None,
         audit_every=_number(env, "audit_every", 1000),
         energy=_switch(env, "OTEL_FLOPS_ENERGY", True),
         energy_interval=_number(env, "energy_interval", 2.0),
         sklearn=_switch(env, "OTEL_FLOPS_SKLEARN", True),
         exporters=_exporters(env),
+        otlp_protocol=_otlp_protocol(env),
         budget_name=env.get("OTEL_FLOPS_BUDGET_NAME") or "default",
         budget_flops=_number(env, "budget_flops", None),
         budget_bops=_number(env, "budget_bops", None),
@@ -223,8 +286,48 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         linger=_number(env, "linger", None),
         file_sd_dir=_directory(env, "OTEL_FLOPS_FILE_SD_DIR"),
     )
+    if "otlp" in settings.exporters:
+        otlp_exporter(settings.otlp_protocol)
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY go together; set both or neither")
     if settings.tls_client_ca and not settings.tls_cert:
         raise SettingsError("OTEL_FLOPS_TLS_CLIENT_CA needs OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY; set them too")
     return settings
+
+
+def sdk_disabled(env: Mapping[str, str] | None = None) -> bool:
+    """OTEL_SDK_DISABLED=true, OpenTelemetry's switch that makes the whole SDK a no-op: otel-flops
+    then counts nothing, binds no port and writes no report. Any other value means enabled (OTel spec)."""
+    env = os.environ if env is None else env
+    return (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true"
+
+
+DISABLED_LINE = "otel-flops: OTEL_SDK_DISABLED=true; nothing is counted, served or reported"
+_told: set[str] = set()
+
+
+def tell(line: str) -> None:
+    """Print one line of ours on stderr, once per process: a bad setting or OTEL_SDK_DISABLED under an
+    entry point that must not stop the user's program."""
+    if line not in _told:
+        _told.add(line)
+        print(line, file=sys.stderr)
+
+
+def uncounted_line(exc: SettingsError) -> str:
+    """The line for a bad setting met where the program must run anyway: what is wrong, and its fix."""
+    return f"otel-flops: {exc}; the program runs without counting"
+
+
+def load_or_tell() -> Settings | None:
+    """The settings from the environment, for an entry point that must never stop the user's program:
+    None, after one line on stderr, where nothing is to be counted (OTEL_SDK_DISABLED=true, or a
+    variable with a bad value: the line names it and its fix)."""
+    if sdk_disabled():
+        tell(DISABLED_LINE)
+        return None
+    try:
+        return load()
+    except SettingsError as exc:
+        tell(uncounted_line(exc))
+        return None

@@ -18,15 +18,27 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from . import __version__, ranks
-from .analysis.peaks import gpu_name, seconds_at_peak
-from .ledger import Ledger, Totals, capped, grouped
-from .settings import Settings
+from . import __version__, identity, ranks
+from .analysis.mfu import PeakTime
+from .ledger import TORCH_PHASES, LabelCaps, Ledger, Totals, WindowTotals, grouped
+from .settings import Settings, otlp_exporter
 
 log = logging.getLogger("otel_flops")
 
 METER_NAME = "otel_flops"
 BASE_LABELS = ("framework", "phase", "dtype", "bits", "device", "model")
+# Every label a user controls, and the Settings field that caps it (values past it fold into "other").
+CAPPED_LABELS = {"model": "model_label_cap", "op": "op_label_cap", "phase": "phase_label_cap",
+                 "module": "module_label_cap", "window": "window_label_cap"}
+
+
+def label_caps(settings: Settings) -> LabelCaps:
+    """The caps of CAPPED_LABELS from ``settings``; the phases torch and scikit-learn set
+    themselves are never folded, only the user's own names (``otel_flops.phase``)."""
+    from .sklearn.wrap import METHODS
+
+    caps = {label: getattr(settings, field) for label, field in CAPPED_LABELS.items()}
+    return LabelCaps(caps, keep={"phase": frozenset((*TORCH_PHASES, *METHODS))})
 
 
 def safe(value: Any) -> str:
@@ -69,11 +81,11 @@ class Telemetry:
         self._server: Any = None
         self.endpoint: Endpoint | None = None
         self._target: Any = None  # this process's file_sd target file, while it serves
-        self._mfu_window: tuple[float, float] | None = None  # (time, seconds at peak) at the last collection
+        self.peak_time = PeakTime(settings.peak_flops)  # the report reads it too: one MFU
+        self.caps = label_caps(settings)
 
     def start(self, export: bool, meter_provider: Any = None) -> None:
         """Our own provider and readers with ``export``; else the given or the global provider."""
-        self._started = time.monotonic()
         self._started_at = time.time()
         if export:
             provider = self._provider = self._own_provider()
@@ -99,9 +111,13 @@ class Telemetry:
                     description="alpha-FLOPs: FLOPs as this device perceives them (otel-flops calibrate)")
             counter("otel_flops.predicted", [self._observe_predicted], unit="s",
                     description="Time the alpha-FLOPs profile predicts for convolutions and dense products")
-        if gpu_name():
-            gauge("otel_flops.mfu", [self._observe_mfu], unit="1",
-                  description="Model FLOP utilisation: achieved FLOP/s over the GPU's dense peak")
+        counter("otel_flops.peak_time", [self._observe_peak_time], unit="s",
+                description="Seconds the counted work would take at the device's dense peak for its precision; "
+                            "its rate is the model FLOP utilisation (MFU)")
+        counter("otel_flops.steps", [self._observe_steps], unit="{step}", description="Optimizer steps taken")
+        for kind, unit, what in WINDOW_COUNTERS:
+            counter(f"otel_flops.window.{kind}", [self._window_observer(kind)], unit=unit,
+                    description=f"{what} inside otel_flops.window blocks, by window name")
         if self._energy is not None:
             counter("otel_flops.energy", [self._observe_energy], unit="J",
                     description="Energy used by the machine, by component and by how it was measured")
@@ -141,7 +157,9 @@ class Telemetry:
         from opentelemetry.sdk.resources import Resource
 
         readers = [reader for name in self._settings.exporters for reader in [READERS[name](self)] if reader]
-        resource = Resource.create({"service.instance.id": self._settings.run_id})
+        # host.name and host.id where OTEL_RESOURCE_ATTRIBUTES gives none (what it gives wins)
+        resource = Resource(identity.host_resource()).merge(
+            Resource.create({"service.instance.id": self._settings.run_id}))
         return MeterProvider(metric_readers=readers, resource=resource)
 
     def _prometheus_reader(self) -> Any:
@@ -205,10 +223,12 @@ class Telemetry:
             self._target = None
 
     def _otlp_reader(self) -> Any:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        """The OTLP exporter of the protocol the settings name, loaded from the SDK's entry point
+        (as opentelemetry-instrument does); OTEL_EXPORTER_OTLP_* configure it."""
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        return PeriodicExportingMetricReader(OTLPMetricExporter())  # OTEL_EXPORTER_OTLP_* configure it
+        exporter = otlp_exporter(self._settings.otlp_protocol).load()
+        return PeriodicExportingMetricReader(exporter())
 
     def _console_reader(self) -> Any:
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
@@ -217,19 +237,16 @@ class Telemetry:
 
     # ------------------------------------------------------------------ observations
     def _labelled(self) -> dict[tuple, Totals]:
-        items = self._ledger.items()
-        settings = self._settings
-        models = capped((k.model for k, _ in items), settings.model_label_cap)
-        extra: tuple[str, ...] = ()
-        ops: dict[str, str] = {}
-        if settings.op_label == "op":
-            extra = ("op",)
-            ops = capped((k.op for k, _ in items), settings.op_label_cap)
-        elif settings.op_label == "family":
-            extra = ("op_family",)
+        settings, fold = self._settings, self.caps.fold
+        extra: tuple[str, ...] = {"op": ("op",), "family": ("op_family",)}.get(settings.op_label, ())
         relabelled = [
-            (k._replace(model=models[k.model], op=ops.get(k.op, k.op)), t) for k, t in items
+            (k._replace(model=fold("model", k.model), phase=fold("phase", k.phase),
+                        op=fold("op", k.op) if extra == ("op",) else k.op,
+                        module=fold("module", k.module) if settings.module_label else k.module), t)
+            for k, t in self._ledger.items()
         ]
+        if settings.module_label:
+            extra += ("module",)
         fields = BASE_LABELS + tuple("family" if f == "op_family" else f for f in extra)
         return {
             tuple(zip(BASE_LABELS + extra, (str(v) for v in group))): totals
@@ -237,7 +254,7 @@ class Telemetry:
         }
 
     def _observe(self, attr: str) -> Iterable[Observation]:
-        return [Observation(getattr(t, attr), {**{k: safe(v) for k, v in labels}, **self._rank})
+        return [Observation(getattr(t, attr), {**{k: safe(v) for k, v in labels}, **_hardware(labels), **self._rank})
                 for labels, t in self._labelled().items()]
 
     def _observe_flops(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -271,15 +288,27 @@ class Telemetry:
     def _observe_finished(self, options: CallbackOptions) -> Iterable[Observation]:
         return [] if self._finished_at is None else [Observation(self._finished_at, dict(self._rank))]
 
-    def _observe_mfu(self, options: CallbackOptions) -> Iterable[Observation]:
-        """Utilisation since the previous collection (the first: since the session started)."""
-        at_peak = seconds_at_peak(self._ledger.items(), gpu_name(), self._settings.peak_flops)
-        now = time.monotonic()
-        last_time, last_at_peak = self._mfu_window or (self._started, 0.0)
-        if at_peak is None or now <= last_time:
-            return []
-        self._mfu_window = (now, at_peak)
-        return [Observation((at_peak - last_at_peak) / (now - last_time), dict(self._rank))]
+    def _observe_peak_time(self, options: CallbackOptions) -> Iterable[Observation]:
+        at_peak = self.peak_time.measure(self._ledger.items())
+        return [] if at_peak is None else [Observation(at_peak.seconds, dict(self._rank))]
+
+    def _window_observer(self, kind: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            folded: dict[str, WindowTotals] = {}
+            for name, totals in self._ledger.windows().items():
+                folded.setdefault(self.caps.fold("window", name), WindowTotals()).absorb(totals)
+            values = {name: window_value(totals, kind) for name, totals in folded.items()}
+            return [Observation(v, {"window": safe(name), **self._rank}) for name, v in values.items() if v is not None]
+
+        return observe
+
+    def _observe_steps(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self._ledger.steps, dict(self._rank))]
+
+    @property
+    def elapsed(self) -> float:
+        """Wall seconds from the start to the finish (or now): otel_flops_run_finished - otel_flops_run_started."""
+        return (self._finished_at or time.time()) - self._started_at
 
     def _observe_energy(self, options: CallbackOptions) -> Iterable[Observation]:
         joules = self._energy.reading().joules
@@ -300,6 +329,24 @@ class Telemetry:
     def _node(self) -> dict[str, str]:
         """Machine energy: measured by one process per machine, labelled as the node's, not the run's."""
         return {**self._rank, "scope": "node"}
+
+
+def _hardware(labels: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """``hw.id`` (hardware semantic conventions), the GPU's UUID, on the series of a CUDA device:
+    Prometheus's ``hw_id``, which joins with DCGM's ``UUID`` label."""
+    gpu = identity.gpu_uuid(dict(labels).get("device", ""))
+    return {"hw.id": gpu} if gpu else {}
+
+
+# The window series: (kind, unit, description), read from the Ledger's windows by ``window_value``.
+WINDOW_COUNTERS = (("flops", "{flop}", "FLOPs"), ("bops", "{bop}", "BOPs"),
+                   ("energy", "J", "Joules the energy sources measured"), ("duration", "s", "Wall-clock seconds"))
+
+
+def window_value(totals: WindowTotals, kind: str) -> float | None:
+    """One window series' value; None (no series) for energy that no source measured."""
+    return {"flops": totals.flops, "bops": totals.bops, "energy": totals.total_joules,
+            "duration": totals.seconds}[kind]
 
 
 # The readers OTEL_METRICS_EXPORTER can name ("none" adds none).

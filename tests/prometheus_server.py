@@ -55,6 +55,11 @@ class Prometheus:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
         return json.loads(urllib.request.urlopen(url, timeout=10).read())["data"]["result"]
 
+    def query_at(self, expr: str, at: float) -> list[dict]:
+        """An instant query evaluated at ``at`` (Unix seconds) instead of now."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        return json.loads(urllib.request.urlopen(url, timeout=10).read())["data"]["result"]
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

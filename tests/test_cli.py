@@ -100,13 +100,14 @@ def test_bad_arguments_give_usage_errors_not_tracebacks(args):
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bad_mode_fails_at_start_with_one_line(tmp_path, script):
-    env = {**os.environ, "OTEL_FLOPS_MODE": "bogus"}
-    result = subprocess.run([*CLI, "run", "--", "python", str(script)], capture_output=True, text=True,
-                            timeout=60, env=env)
+def test_bad_mode_flag_fails_at_start_with_one_line(tmp_path, script):
+    """A bad flag is a usage error (exit 2); a bad variable is one line and the script runs uncounted
+    (test_otel_conventions)."""
+    result = subprocess.run([*CLI, "run", "--mode", "bogus", "--", "python", str(script)], capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "OTEL_FLOPS_MODE='bogus'" in result.stderr and "full" in result.stderr
+    assert "--mode='bogus'" in result.stderr and "full" in result.stderr
 
 
 def test_demo_serves_metrics_and_prints_the_table(tmp_path):

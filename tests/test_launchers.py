@@ -1,14 +1,17 @@
 """Every launcher, every rank: DDP over gloo (CPU, world size 2, one process per rank) started by
-torchrun, by torch.multiprocessing.spawn, by Lightning Fabric and by `accelerate launch`, each
-under `otel-flops run`. Each rank serves its own /metrics with its rank labels and writes its
-own report, whose per-phase FLOPs equal a single-process run on the same local batch, plus
-DDP's gradient averaging (one FLOP per parameter per step). SLURM and OpenMPI variables, set on
+torchrun, by torch.multiprocessing.spawn, by Lightning Fabric, by `accelerate launch` and by
+`deepspeed` (its CPU accelerator, ZeRO stage 0, gradient clipping off), each under `otel-flops
+run`. Each rank serves its own /metrics with its rank labels and writes its own report, whose
+per-phase FLOPs equal a single-process run on the same local batch, plus the gradient averaging
+(one FLOP per parameter per step). SLURM and OpenMPI variables, set on
 plain processes, give distinct ports and labels."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -101,6 +104,29 @@ accelerator = Accelerator(cpu=True)
 train(accelerator.process_index, batches(), accelerator.prepare, accelerator.backward)
 """
 
+# DeepSpeed's runner starts `python -u -m deepspeed.launcher.launch`, which starts the ranks with RANK,
+# LOCAL_RANK and WORLD_SIZE set; on a machine with no GPU its CPU accelerator runs over gloo.
+DEEPSPEED = COMMON + f"""
+import importlib
+import deepspeed
+
+sys.argv = [a for a in sys.argv if not a.startswith("--local_rank=")]  # the launcher passes it first
+
+# For CPU ranks DeepSpeed JIT-compiles a shared-memory all-reduce kernel for inference (about 90 s on
+# 2 cores, once per machine); training's gradient all-reduce goes through torch.distributed either way.
+importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+
+
+def setup(model, opt):
+    global engine
+    engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config={{"train_micro_batch_size_per_gpu": {BATCH},
+                                                                        "gradient_clipping": 0.0}})
+    return engine, engine  # the engine zeroes the gradients and steps the optimizer
+
+
+train(int(os.environ["RANK"]), batches(), setup, lambda loss: engine.backward(loss))
+"""
+
 LAUNCHERS = {
     "torchrun": (TORCHRUN, lambda script, port: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                                                  f"--master_port={port}", script]),
@@ -110,6 +136,8 @@ LAUNCHERS = {
         str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
         str(port), script]),
+    "deepspeed": (DEEPSPEED, lambda script, port: [
+        str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "2", "--master_port", str(port), script]),
 }
 
 
@@ -148,14 +176,19 @@ def _two_ranks(tmp_path: Path, launcher: str) -> tuple[dict[int, dict], dict[int
            *command(str(script), free_port()), ready, str(go)]
     if launcher == "mp.spawn":
         cmd.append(str(free_port()))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
     try:
         for rank in (0, 1):
             wait_for_file(Path(ready + str(rank)), proc, timeout=240)
         samples = {rank: scrape(f"http://127.0.0.1:{base + rank}/metrics") for rank in (0, 1)}
     finally:
         go.touch()
-        out, err = proc.communicate(timeout=240)
+        try:
+            out, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # a hung rank and its launcher must not outlive the test
+            raise
     assert proc.returncode == 0, err
     reports = {rank: json.loads((tmp_path / f"run.rank{rank}.json").read_text()) for rank in (0, 1)}
     return samples, reports
@@ -163,10 +196,17 @@ def _two_ranks(tmp_path: Path, launcher: str) -> tuple[dict[int, dict], dict[int
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_each_rank_counts_its_local_batch_with_its_labels(tmp_path, launcher, single_process):
+    if launcher == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        if os.environ.get("CI"):
+            pytest.fail("deepspeed is missing in CI; make setup installs the test extra")
+        pytest.skip("deepspeed is not installed (the test extra has it: pip install -e '.[test]')")
     samples, reports = _two_ranks(tmp_path, launcher)
-    expected = dict(single_process, backward=single_process["backward"] + STEPS * PARAMS)  # DDP's averaging
-    if launcher == "accelerate":  # its backward() divides the loss by gradient_accumulation_steps: 1 FLOP each way
-        expected.update(loss=expected["loss"] + STEPS, backward=expected["backward"] + STEPS)
+    # the gradient averaging, one FLOP per parameter: DDP's runs in the backward's hooks, DeepSpeed's (ZeRO stage 0)
+    # after the backward returns, in the optimizer phase with the rest of the work between backward and step
+    averaging = "optimizer" if launcher == "deepspeed" else "backward"
+    expected = dict(single_process, **{averaging: single_process[averaging] + STEPS * PARAMS})
+    if launcher in ("accelerate", "deepspeed"):  # backward() divides the loss by gradient_accumulation_steps:
+        expected.update(loss=expected["loss"] + STEPS, backward=expected["backward"] + STEPS)  # 1 FLOP each way
     for rank in (0, 1):
         labels = {"rank": str(rank), "local_rank": str(rank), "world_size": "2"}
         flops = samples[rank]["otel_flops_flops_total"]

@@ -53,6 +53,14 @@ def test_a_bad_rank_variable_is_one_line_naming_it():
         (["python", "/usr/bin/torchrun", "--nproc_per_node=2", "train.py"], {}, None, autostart.ASIDE),
         (["python", "/venv/bin/accelerate", "launch", "train.py"], {}, None, autostart.ASIDE),
         (["python", "-m", "deepspeed.launcher.launch", "train.py"], {}, None, autostart.ASIDE),
+        # interpreter options before the launcher: DeepSpeed's runner starts `python -u -m deepspeed.launcher.launch`
+        (["python", "-u", "-m", "deepspeed.launcher.launch", "train.py"], {}, None, autostart.ASIDE),
+        (["python", "-X", "dev", "-um", "torch.distributed.run", "train.py"], {}, None, autostart.ASIDE),
+        (["python", "-W", "ignore", "/venv/bin/deepspeed", "--num_gpus", "2", "train.py"], {}, None, autostart.ASIDE),
+        # ... and DeepSpeed's ranks, `python -u train.py --local_rank=1`, count
+        (["python", "-u", "train.py", "--local_rank=1"], {autostart.OWNER: "1:"},
+         {"rank": 1, "local_rank": 1, "world_size": 2}, autostart.COUNT),
+        (["python", "-c", "import torchrun"], {}, None, autostart.COUNT),
         (["python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()", "--multiprocessing-fork"],
          {autostart.OWNER: "1:"}, None, autostart.HELPER),
         # Lightning re-launches the script for local rank 1 from rank 0, which started with no rank

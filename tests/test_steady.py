@@ -205,3 +205,23 @@ def test_stopped_and_started_again_it_replays_its_records():
     assert reports["steady"]["steps"] == 6
     stats = reports["steady"]["steady"]
     assert stats["recorded"] == recorded and stats["replayed"] >= 6
+
+
+def test_a_roots_own_pre_hooks_are_in_its_forward_on_every_step():
+    """A forward pre-hook registered on the model before the session (FSDP2 gathers its parameters
+    in one) runs inside the head both when the step is recorded and when it is replayed."""
+    model = nn.Sequential(nn.Linear(8, 4))
+    model.register_forward_pre_hook(lambda module, args: (args[0] * 2,), prepend=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def steps():
+        for _ in range(4):
+            optimizer.zero_grad()
+            model(torch.ones(3, 8)).sum().backward()
+            optimizer.step()
+
+    reports = _full_and_steady(steps)
+    assert reports["steady"]["phases"] == reports["full"]["phases"]
+    assert reports["steady"]["by_op"]["aten.mul"] == reports["full"]["by_op"]["aten.mul"] == {
+        "flops": 4 * 3 * 8, "bops": 4 * 3 * 8 * 32, "calls": 4}
+    assert reports["steady"]["steady"]["replayed"] > 0

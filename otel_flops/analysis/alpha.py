@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from ..progress import bar
+
 INITIAL = (0.01, 0.8, 0.3)  # beta, gamma, final (seed 002)
 BOUNDS = ([0.0, 0.0, 0.0], [2.0, 2.0, 2.0])
 
@@ -195,14 +197,17 @@ def rmse(measured: list[float], predicted: list[float]) -> tuple[float, float]:
 
 
 def calibrate(
-    device: str, quick: bool, log: Callable[[str], None] = print
+    device: str, quick: bool, log: Callable[[str], None] = print, progress: bool = True
 ) -> tuple[Profile, dict[str, Any], dict[str, list[tuple[Conv, float, float]]]]:
-    """Time, fit, and score on the held-out experiments; returns the profile, its JSON, the points."""
+    """Time, fit, and score on the held-out experiments; returns the profile, its JSON, the points.
+
+    ``progress`` shows a bar per stage on stderr when it is a terminal (``otel_flops.progress``).
+    """
     repeats = 5 if quick else 30
     max_flops = 5e7 if quick else 2e11
     grid = training_grid(60 if quick else 1500, max_flops)
     started = time.perf_counter()
-    measured = [time_conv(c, device, repeats) for c in grid]
+    measured = [time_conv(c, device, repeats) for c in bar(grid, "timing training convolutions", progress, "conv")]
     log(f"timed {len(grid)} training configurations in {time.perf_counter() - started:.0f} s")
     k1 = [(c, t) for c, t in zip(grid, measured) if c.k == 1]
     kn = [(c, t) for c, t in zip(grid, measured) if c.k > 1]
@@ -213,7 +218,8 @@ def calibrate(
         convs = [c for c in convs if c.flops <= max_flops * 4]
         if not convs:
             continue
-        timed = [(c, time_conv(c, device, repeats), profile.predict_ms(c)) for c in convs]
+        timed = [(c, time_conv(c, device, repeats), profile.predict_ms(c))
+                 for c in bar(convs, f"experiment {name}", progress, "conv")]
         points[name] = timed
         error, normalised = rmse([t for _, t, _ in timed], [p for _, _, p in timed])
         table[name] = {"configs": len(timed), "rmse_ms": error, "nrmse": normalised}

@@ -88,6 +88,28 @@ def energy_section(report: dict) -> str:
     return "<h2>Energy and efficiency</h2>" + table(("quantity", "value", "source"), rows, "efficiency")
 
 
+def module_section(report: dict, top: int = 20) -> str:
+    """The ``top`` (module, phase) entries of ``by_module`` by FLOPs."""
+    by_module, whole = report.get("by_module") or {}, report["totals"]["flops"]
+    entries = sorted(((c["flops"], c["bops"], phase, path) for phase, paths in by_module.items()
+                      for path, c in paths.items() if c["flops"]), reverse=True)[:top]
+    if not entries:
+        return ""
+    rows = [(path, phase, f"{flops:,}", f"{bops:,}", _share(flops, whole)) for flops, bops, phase, path in entries]
+    return (f"<h2>By module (top {len(rows)})</h2>"
+            + table(("module", "phase", "FLOPs", "BOPs", "share of FLOPs"), rows, "modules"))
+
+
+def windows_section(report: dict) -> str:
+    """One row per ``otel_flops.window`` name."""
+    windows = report.get("windows") or {}
+    if not windows:
+        return ""
+    rows = [(name, f"{w['flops']:,}", f"{w['bops']:,}", "-" if w["joules"] is None else f"{w['joules']:.3f}",
+             f"{w['seconds']:.3f}", w["count"]) for name, w in windows.items()]
+    return "<h2>Windows</h2>" + table(("window", "FLOPs", "BOPs", "joules", "seconds", "count"), rows, "windows")
+
+
 def render(report: dict, title: str = "otel-flops report") -> str:
     """The HTML page for one JSON report (schema otel-flops/report/v1)."""
     total = report["totals"]
@@ -105,6 +127,8 @@ def render(report: dict, title: str = "otel-flops report") -> str:
         + "<h2>Phases</h2>" + table(("phase", "FLOPs", "BOPs", "share of FLOPs"), phases, "phases")
         + "<h2>Dtype mix</h2>" + table(("dtype/bits", "FLOPs", "BOPs", "share of FLOPs"), dtypes, "dtypes")
         + "<h2>Top ops</h2>" + table(("op", "FLOPs", "BOPs", "calls"), ops, "ops")
+        + module_section(report)
+        + windows_section(report)
         + energy_section(report)
     )
     return page(title, body)

@@ -18,6 +18,7 @@ import torch
 
 import otel_flops
 
+from ..progress import bar
 from ..report import human
 from . import html_report
 from .quant import quantize_model
@@ -91,9 +92,12 @@ def measure(name: str, fmt: str, batch: int, device: torch.device) -> dict[str, 
     return {"iteration": iteration, "step": step}
 
 
-def run(device: torch.device, quick: bool) -> dict[str, Any]:
+def run(device: torch.device, quick: bool, progress: bool = True) -> dict[str, Any]:
+    """Measure every workload in every format; ``progress`` shows a bar on stderr when it is a terminal."""
     batches = QUICK_BATCH if quick else FULL_BATCH
-    results = {name: {fmt: measure(name, fmt, batches[name], device) for fmt in FORMATS} for name in WORKLOADS}
+    results: dict[str, dict[str, Any]] = {name: {} for name in WORKLOADS}
+    for name, fmt in bar([(n, f) for n in WORKLOADS for f in FORMATS], "bench paper", progress, "run"):
+        results[name][fmt] = measure(name, fmt, batches[name], device)
     return {
         "schema": "otel-flops/paper/v1",
         "device": str(device),
@@ -196,9 +200,9 @@ def html_page(data: dict, png: bytes) -> str:
     return html_report.page("otel-flops: seed paper reproduction", body)
 
 
-def bench(device: str, quick: bool, out: str | Path) -> dict[str, Any]:
+def bench(device: str, quick: bool, out: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run, print the two tables, write paper.json, figure2.png and report.html under ``out``."""
-    data = run(torch.device(device), quick)
+    data = run(torch.device(device), quick, progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "paper.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 from .. import instrument, ranks, signals, uninstrument
-from ..settings import SettingsError, load
+from ..integrations import attach_to_trainers
+from ..settings import load, load_or_tell
 
 log = logging.getLogger("otel_flops")
 
@@ -43,12 +44,38 @@ def _role(argv: list[str], env: dict[str, str] | os._Environ, rank: ranks.Rank |
     """COUNT, HELPER (counts once it joins a group) or ASIDE, from the process's own traits."""
     if "--multiprocessing-fork" in argv or any(a.startswith("from multiprocessing") for a in argv):
         return HELPER
-    if any(Path(a).name in LAUNCHERS or a in LAUNCHERS for a in argv[1:3]):
+    if _program(argv) in LAUNCHERS:
         return ASIDE
     owner_pid, _, owner_rank = env.get(OWNER, "").partition(":")
     if not owner_pid or owner_pid == str(os.getpid()) or owner_rank != ranks.key(rank):
         return COUNT
     return ASIDE
+
+
+def _program(argv: list[str]) -> str | None:
+    """What the interpreter in ``argv`` runs: the module of ``-m``, else the script's base name;
+    None for ``-c`` and standard input. Interpreter options before it are skipped, so
+    ``python -u -m deepspeed.launcher.launch`` (how DeepSpeed's runner starts its launcher) is
+    seen as its module (options as in ``python --help``: -X and -W take a value)."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-":
+            return None
+        if not arg.startswith("-"):
+            return Path(arg).name
+        if arg.startswith("--"):
+            if arg == "--check-hash-based-pycs":
+                next(args, None)
+            continue
+        for i, flag in enumerate(arg[1:], start=2):
+            if flag in "mc":
+                value = arg[i:] or next(args, None)
+                return value if flag == "m" else None
+            if flag in "XW":
+                if not arg[i:]:
+                    next(args, None)
+                break
+    return None
 
 
 def report_path(path: str, rank: ranks.Rank | None) -> str:
@@ -62,17 +89,16 @@ def report_path(path: str, rank: ranks.Rank | None) -> str:
 
 
 def start() -> None:
-    """Never lets an internal failure reach the user's program; a bad setting stops start-up."""
+    """Never lets an internal failure reach the user's program; a bad setting (or OTEL_SDK_DISABLED=true)
+    is one line on stderr, and the program runs uncounted."""
     try:
         signals.tell_parent()
     except (OSError, ValueError) as exc:
         log.warning("otel-flops: cannot tell `otel-flops run` which signals the program caught (%s); "
                     "a signal sent to its whole process group may reach the program twice", exc)
-    try:
-        settings = load()
-    except SettingsError as exc:
-        print(f"otel-flops: {exc}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_or_tell()
+    if settings is None:
+        return
     role = _role(getattr(sys, "orig_argv", sys.argv), os.environ, settings.rank)
     if role == HELPER:
         ranks.follow(_start_once)
@@ -101,6 +127,7 @@ def _start_once() -> None:
     except Exception:
         log.exception("otel-flops: could not start counting; the program runs uninstrumented")
         return
+    attach_to_trainers()
     if settings.rank is None:
         ranks.before_spawn(_hand_over_endpoint)
     atexit.register(_finish, _session, settings.report)

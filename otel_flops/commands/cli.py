@@ -1,4 +1,7 @@
-"""The ``otel-flops`` command: ``demo`` and ``run``."""
+"""The ``otel-flops`` command: ``run``, ``demo``, ``stack``, ``calibrate``, ``bench``, ``compare``, ``report``.
+
+Importing this module (and ``--help``) loads no torch: commands import what they need when they run.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,14 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from .. import __version__, signals
 from .. import report as report_mod
-from .. import signals
 from ..analysis.compare import CompareError
-from ..settings import SettingsError, load
+from ..settings import MODES, Settings, SettingsError, load_or_tell
+from .extras import MissingExtra, require
 from .stack import DEPLOY, StackError
 
 BOOTSTRAP = Path(__file__).parent / "bootstrap"
@@ -21,6 +26,7 @@ BOOTSTRAP = Path(__file__).parent / "bootstrap"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-flops", description="FLOPs and BOPs as OpenTelemetry metrics.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="train the seed paper's three workloads, serving /metrics")
@@ -29,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--linger", type=_non_negative, default=0, metavar="N",
                       help="keep /metrics up N seconds after training")
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _progress_flag(demo)
 
     calibrate = sub.add_parser("calibrate", help="fit alpha-FLOPs (time per FLOP of convolutions) for this device")
     calibrate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -36,13 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--quick", action="store_true", help="a small grid that finishes in under 2 minutes on CPU")
     calibrate.add_argument("--out", default="alpha-profile.json", help="profile JSON (default alpha-profile.json)")
     calibrate.add_argument("--plot", help="PNG of measured against predicted time, experiments A and B")
+    _progress_flag(calibrate)
 
     stack = sub.add_parser("stack", help="run Prometheus and Alertmanager on loopback with the shipped configs")
     stack.add_argument("--targets", nargs="+", default=["127.0.0.1:9464"], metavar="HOST:PORT",
                        help="exporters to scrape (default 127.0.0.1:9464)")
     stack.add_argument("--prometheus-port", type=_port, default=9090)
     stack.add_argument("--alertmanager-port", type=_port, default=9093)
-    stack.add_argument("--deploy", default=str(DEPLOY), help="the deploy/ folder")
+    stack.add_argument("--deploy", default=str(DEPLOY), metavar="DIR",
+                       help="the deploy/ folder (default: the one shipped with otel-flops, %(default)s)")
 
     run = sub.add_parser("run", help="run a script with torch counted, no code change",
                          usage="otel-flops run [--report FILE] [--port N] [--mode M] -- python script.py ARGS")
@@ -62,6 +71,7 @@ def _analysis_parsers(sub: argparse._SubParsersAction) -> None:
     paper.add_argument("--quick", action="store_true", help="small batches, for CI (about 10 s on 2 idle CPU cores)")
     paper.add_argument("--device", type=_torch_device, default="cpu", help="torch device (default cpu)")
     paper.add_argument("--out", default="paper-run", metavar="DIR", help="output folder (default paper-run)")
+    _progress_flag(paper)
 
     cmp = sub.add_parser("compare", help="rank runs by FLOPs, BOPs, energy, FLOP/J, emissions and GreenScore")
     cmp.add_argument("runs", nargs="+", metavar="RUN.json")
@@ -122,10 +132,13 @@ def _analysis(args: argparse.Namespace) -> int:
 
 
 def _analyse(args: argparse.Namespace) -> int:
-    from ..analysis import compare, html_report, paper
+    from ..analysis import compare
 
     if args.command == "bench":
-        paper.bench(args.device, args.quick, args.out)
+        require("analysis", "otel-flops bench")
+        from ..analysis import paper
+
+        paper.bench(args.device, args.quick, args.out, progress=args.progress)
         return 0
     if args.command == "compare":
         estimate = compare.Estimate(args.pj_per_flop, args.pue, args.grid_intensity)
@@ -133,6 +146,9 @@ def _analyse(args: argparse.Namespace) -> int:
         return 0
     report = compare.read_report(args.run)
     if args.html:
+        require("analysis", "otel-flops report --html")
+        from ..analysis import html_report
+
         print(f"wrote {html_report.write(report, args.html, title=f'otel-flops report: {Path(args.run).name}')}")
     else:
         print(report_mod.table(report))
@@ -146,10 +162,11 @@ def _has_cuda() -> bool:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    require("analysis", "otel-flops calibrate")
     from ..analysis import alpha
 
     device = args.device if args.device != "auto" else ("cuda" if _has_cuda() else "cpu")
-    profile, document, points = alpha.calibrate(device, args.quick)
+    profile, document, points = alpha.calibrate(device, args.quick, progress=args.progress)
     out = Path(args.out)
     alpha.save(document, out)
     plot = Path(args.plot) if args.plot else out.with_name(out.stem + "-AB.png")
@@ -163,11 +180,16 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
+
+
 def _exporter_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE", help="write the JSON report here")
     p.add_argument("--port", type=_port, help="Prometheus port (default $OTEL_EXPORTER_PROMETHEUS_PORT or 9464)")
     p.add_argument("--host", help="Prometheus bind address (default localhost)")
-    p.add_argument("--mode", help="counting mode (default $OTEL_FLOPS_MODE or full)")
+    p.add_argument("--mode", help=f"counting mode, {' or '.join(MODES)} (default $OTEL_FLOPS_MODE or {Settings.mode})")
 
 
 def _int_arg(text: str, minimum: int, what: str) -> int:
@@ -200,7 +222,12 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("run needs a command after --, e.g. otel-flops run -- python train.py")
-    settings = load().with_overrides(port=args.port, host=args.host, mode=args.mode)
+    if cmd[0] in ("python", "python3"):
+        cmd = [sys.executable, *cmd[1:]]
+    settings = load_or_tell()
+    if settings is None:  # the program runs as if otel-flops were not there
+        return signals.exit_status(_launch(cmd, dict(os.environ)))
+    settings = settings.with_overrides(port=args.port, host=args.host, mode=args.mode)  # a bad flag: exit 2
     report = args.report or settings.report  # --report, else OTEL_FLOPS_REPORT
     destination = Path(report).resolve() if report else None
     reason = destination and _unwritable(destination)
@@ -208,8 +235,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"otel-flops: cannot write the report to {destination} ({reason}); the script runs and the table "
               "is printed, but no report file is kept", file=sys.stderr)
         destination = None
-    if cmd[0] in ("python", "python3"):
-        cmd = [sys.executable, *cmd[1:]]
     with tempfile.TemporaryDirectory(prefix="otel-flops-", ignore_cleanup_errors=True) as scratch:
         report_path = Path(scratch) / "report.json"  # the script writes here; copied to --report after
         env = dict(os.environ)
@@ -222,13 +247,20 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             OTEL_EXPORTER_PROMETHEUS_PORT=str(settings.port),
             PYTHONPATH=os.pathsep.join(filter(None, [str(BOOTSTRAP), env.get("PYTHONPATH")])),
         )
-        try:
-            code = signals.run(cmd, env)
-        except OSError as exc:
-            print(f"otel-flops: cannot run {cmd[0]}: {exc.strerror or exc}", file=sys.stderr)
-            return 127 if isinstance(exc, FileNotFoundError) else 126
-        _deliver(report_path, destination)
+        code = _launch(cmd, env, then=lambda: _deliver(report_path, destination))
     return signals.exit_status(code)
+
+
+def _launch(cmd: list[str], env: dict[str, str], then: Callable[[], None] = lambda: None) -> int:
+    """Run ``cmd``, then ``then``: its return code (negative: killed by that signal), or 126 or 127, as a
+    shell gives, when it cannot be started (then ``then`` is not called)."""
+    try:
+        code = signals.run(cmd, env)
+    except OSError as exc:
+        print(f"otel-flops: cannot run {cmd[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+    then()
+    return code
 
 
 def _unwritable(path: Path) -> str | None:
@@ -302,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return COMMANDS[args.command](args, parser)
-    except (SettingsError, CompareError, StackError) as exc:
+    except (SettingsError, CompareError, StackError, MissingExtra) as exc:
         print(f"otel-flops: {exc}", file=sys.stderr)
         return 2
 

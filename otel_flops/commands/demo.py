@@ -9,6 +9,8 @@ import torch
 
 from .. import track
 from ..analysis.workloads import WORKLOADS, train_step
+from ..progress import bar
+from .extras import missing
 
 # Per-workload batch sizes: small on CPU so the demo takes seconds, the paper's on GPU.
 BATCH = {"cpu": {"mlp": 64, "resnet18": 8, "transformer": 8}, "cuda": {"mlp": 256, "resnet18": 128, "transformer": 32}}
@@ -27,7 +29,7 @@ def run_demo(args: argparse.Namespace) -> int:
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
             batch = BATCH[device.type][name]
             started = time.perf_counter()
-            for _ in range(args.steps):
+            for _ in bar(range(args.steps), name, args.progress, "step"):
                 x, y = workload.make_batch(batch, device)
                 loss = train_step(model, optimizer, workload, x, y)
             print(f"  {name:<12} batch {batch:<4} {args.steps} steps  loss {loss.item():.3f}  "
@@ -45,6 +47,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def sklearn_example() -> None:
     """Fit and predict two estimators, so the demo shows the scikit-learn backend's counts too."""
+    if missing("sklearn"):
+        print("  scikit-learn is not installed, so its part of the demo is skipped "
+              "(pip install 'otel-flops[sklearn]' adds it)")
+        return
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+# The shipped configs: package data in an install, links to the repository's deploy/ in a checkout.
+DEPLOY = Path(__file__).resolve().parents[1] / "data" / "deploy"
 BINARIES = {
     "prometheus": ("prometheus",),
     "alertmanager": ("alertmanager", "prometheus-alertmanager"),
@@ -53,7 +54,8 @@ def prometheus_config(deploy: Path, targets: list[str], alertmanager: str) -> di
 def run(args: argparse.Namespace) -> int:
     deploy = Path(args.deploy)
     if not (deploy / "prometheus" / "prometheus.yml").exists():
-        raise StackError(f"no deploy configs in {deploy}; pass --deploy pointing at the repository's deploy/ folder")
+        raise StackError(f"no deploy configs in {deploy} (no prometheus/prometheus.yml); pass --deploy pointing at "
+                         f"a deploy/ folder like the one shipped in {DEPLOY}")
     prometheus, alertmanager = find("prometheus"), find("alertmanager")
     work = Path(tempfile.mkdtemp(prefix="otel-flops-stack-"))
     am_address = f"127.0.0.1:{args.alertmanager_port}"

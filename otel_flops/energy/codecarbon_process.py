@@ -87,7 +87,7 @@ def start_tracker(interval: float, channel: Channel, count_gpu: bool) -> Any:
         from codecarbon import OfflineEmissionsTracker
         from codecarbon.output_methods.base_output import BaseOutput
     except ImportError:
-        raise Unavailable("not installed (pip install 'otel-flops[energy]')") from None
+        raise Unavailable("not installed (pip install codecarbon; a plain otel-flops install brings it)") from None
     except Exception as exc:
         raise Unavailable(f"cannot be imported ({type(exc).__name__}: {exc})") from None
     try:

@@ -16,7 +16,10 @@ the graph made once per input signature:
   a gradient. So the counts are eager's, op by op, forward and backward apart, at no cost to
   the device. Dynamic shapes get one count per concrete signature.
 - Each run then credits the forward counts, with the phase, model and explicit phase in force
-  at the call; the backward counts are credited when the graph's backward node has run.
+  at the call; the backward counts are credited when the graph's backward node has run. A
+  graph's work goes to the module open at its call as a whole (the report's ``by_module``: the
+  compiled module, or the module that called a compiled function), not to the submodules the
+  FX nodes' ``nn_module_stack`` names.
 
 In steady mode a graph's credit lands in the segment being recorded, so replays carry it.
 """
@@ -229,14 +232,14 @@ class CompiledGraph:
         tracker = mode.tracker
         sink = mode.sink
         for key, totals in forward.items():
-            sink.add_totals(key._replace(phase=_caller_phase(key, tracker), model=tracker.model), totals)
+            sink.add_totals(key._replace(phase=_caller_phase(key, tracker), model=tracker.model,
+                                         module=tracker.module), totals)
         if backward:
             node = _backward_node(out)
             if node is None:
                 return
-            model = tracker.model
             node.register_prehook(functools.partial(_pause, mode))
-            node.register_hook(functools.partial(_credit_backward, mode, backward, model))
+            node.register_hook(functools.partial(_credit_backward, mode, backward, tracker.model, tracker.module))
 
 
 def _caller_phase(key: CountKey, tracker: PhaseTracker) -> str:
@@ -263,10 +266,11 @@ def _pause(mode: CountingMode, grad_outputs: Any) -> None:
     mode.paused += 1
 
 
-def _credit_backward(mode: CountingMode, counts: _Counts, model: str, grad_inputs: Any, grad_outputs: Any) -> None:
+def _credit_backward(mode: CountingMode, counts: _Counts, model: str, module: str, grad_inputs: Any,
+                     grad_outputs: Any) -> None:
     mode.paused -= 1
     for key, totals in counts.items():
-        mode.sink.add_totals(key._replace(phase=BACKWARD, model=model), totals)
+        mode.sink.add_totals(key._replace(phase=BACKWARD, model=model, module=module), totals)
 
 
 def _symbolic(value: Any) -> bool:

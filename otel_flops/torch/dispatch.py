@@ -95,12 +95,15 @@ class CountingMode(TorchDispatchMode):
         phase = phases.current()
         if family == "loss" and phase != BACKWARD:
             phase = LOSS
+        module = phases.module
         if phase == BACKWARD:
+            node = _current_autograd_node()
+            module = phases.backward_module(node)
             if phases.backward_bits:
-                bits = phases.backward_bits.get(_current_autograd_node(), bits)
+                bits = phases.backward_bits.get(node, bits)
         elif phases.quantized_bits is not None:
             bits = phases.quantized_bits
-        key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, phases.model)
+        key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, phases.model, module)
         if self.alpha_profile is not None and family in ALPHA_FAMILIES:
             alpha_flops, predicted_ns = alpha_terms(self.alpha_profile, family, op, args, out, flops)
             self.sink.add_totals(key, Totals(flops, flops * bits, 1, 0, alpha_flops, predicted_ns))

@@ -10,10 +10,18 @@
 - outside every module the step's stage decides: after a grad-enabled forward it is ``loss``
   (``F.cross_entropy(model(x), y)``), after a backward ``optimizer`` (gradient clipping,
   unscaling), and otherwise ``preprocessing`` (tensor work on the next batch).
+
+It also knows which submodule an op runs in (the report's ``by_module``): the path under the
+model, cut to ``module_depth`` names ("transformer.h.0" at depth 3); the model's own ops are
+"(root)", work outside every model module "(none)". A backward op belongs to the module whose
+forward created its autograd node: the nodes' sequence numbers (a per-thread counter that
+autograd gives each node it creates) are mapped back to the module open when they were made,
+and gradient accumulation into a parameter (``AccumulateGrad``) to the module that owns it.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import weakref
 from collections.abc import Callable, Iterator
@@ -23,15 +31,16 @@ import torch
 from torch.nn.modules.loss import _Loss
 
 from ..containment import Containment, contained
-from ..ledger import Ledger
+from ..ledger import NO_MODULE, ROOT_MODULE, TORCH_PHASES, Ledger
 from ..precision import module_bits
 from . import relays
 
-PREPROCESSING, FORWARD, INFERENCE, LOSS, BACKWARD, OPTIMIZER = (
-    "preprocessing", "forward", "inference", "loss", "backward", "optimizer"
-)
+PREPROCESSING, FORWARD, INFERENCE, LOSS, BACKWARD, OPTIMIZER = TORCH_PHASES
 
 _current_graph_task_id = torch._C._current_graph_task_id
+_sequence_nr = torch._C._autograd._get_sequence_nr  # the number the next autograd node gets on this thread
+UNSEQUENCED = 2**63  # AccumulateGrad nodes carry UINT64_MAX, not a creation number
+MAX_CHANGES = 1 << 16  # module-path changes kept for backward attribution
 
 
 class PhaseTracker:
@@ -40,7 +49,7 @@ class PhaseTracker:
     It installs nothing itself: the counting mode in use decides which hooks feed it and when.
     """
 
-    def __init__(self, ledger: Ledger, names: dict[int, str] | None = None) -> None:
+    def __init__(self, ledger: Ledger, names: dict[int, str] | None = None, module_depth: int = 3) -> None:
         self.ledger = ledger  # where completed optimizer steps are counted
         self.containment = Containment(ledger)  # failures of the hooks below: the session's errors
         # Told when an explicit phase block opens (True) or closes (False): steady mode's boundaries.
@@ -53,6 +62,17 @@ class PhaseTracker:
         # Autograd nodes a quantized module's forward created, and its bits: their backward ops
         # are that module's work too. Held for one step (cleared at the next root forward).
         self.backward_bits: dict[Any, int] = {}
+        self.module_depth = module_depth
+        # Per root module: its submodules' and parameters' paths by id, cut to module_depth.
+        self._paths: weakref.WeakKeyDictionary[Any, tuple[dict[int, str], dict[int, str]]] = (
+            weakref.WeakKeyDictionary())
+        self._root: Any = None
+        self._root_paths: tuple[dict[int, str], dict[int, str]] = ({}, {})
+        # Where the current module path changed, by autograd sequence number: a backward node's
+        # module is the path in force when it was created (kept until a forward after a backward).
+        self._change_at: list[int] = []
+        self._change_to: list[str] = []
+        self.module = NO_MODULE  # the path of the innermost open module: the module of a forward op
         self.reset()
 
     def reset(self) -> None:
@@ -62,6 +82,8 @@ class PhaseTracker:
         self.root_grad = True  # grad mode when the outermost open module started
         # One entry per open model-module forward: the quantized bits in force there, or None.
         self.module_bits: list[int | None] = []
+        self.module_paths: list[str] = []  # and its module path (by_module)
+        self._set_module(NO_MODULE)
 
     def current(self) -> str:
         if _current_graph_task_id() != -1:
@@ -76,6 +98,40 @@ class PhaseTracker:
         if self.module_bits:
             return FORWARD if self.root_grad else INFERENCE
         return self.stage
+
+    def backward_module(self, node: Any) -> str:
+        """The module path of the backward op now running for autograd ``node`` (None: the engine's own)."""
+        if node is None:
+            return NO_MODULE
+        number = node._sequence_nr()
+        if number >= UNSEQUENCED:  # AccumulateGrad: the module owning the parameter
+            return self._root_paths[1].get(id(getattr(node, "variable", None)), NO_MODULE)
+        at = bisect.bisect_right(self._change_at, number)
+        return self._change_to[at - 1] if at else NO_MODULE
+
+    def _set_module(self, path: str) -> None:
+        if path != self.module:
+            self.module = path
+            self._change_at.append(_sequence_nr())
+            self._change_to.append(path)
+
+    def _path_of(self, module: torch.nn.Module) -> str:
+        paths = self._root_paths[0]
+        path = paths.get(id(module))
+        if path is None and self._root is not None and module is not self._root:  # added since: look again
+            self._root_paths = self._paths[self._root] = self._named_paths(self._root)
+            paths = self._root_paths[0]
+            path = paths.setdefault(id(module), "")  # "": not under the root, known (no rebuild next time)
+        if not path:  # not under the root (a module held elsewhere): its caller's
+            return self.module_paths[-1] if self.module_paths else ROOT_MODULE
+        return path
+
+    def _named_paths(self, root: torch.nn.Module) -> tuple[dict[int, str], dict[int, str]]:
+        try:
+            return _named_paths(root, self.module_depth)  # walks the user's module tree (a property may raise)
+        except Exception:
+            self.containment.failed("module paths", "by_module puts this model's work under (root)")
+            return {}, {}
 
     @property
     def quantized_bits(self) -> int | None:
@@ -119,8 +175,27 @@ class PhaseTracker:
             self.optimizer_depth = 0  # a step that raised never ran its post-hook
             self.backward_bits.clear()
             self.root_grad = torch.is_grad_enabled()
+            self._enter_root(module)
         own = self._bits_of(module)
         self.module_bits.append(own if own is not None else self.quantized_bits)
+        path = self._path_of(module)
+        self.module_paths.append(path)
+        self._set_module(path)
+
+    def _enter_root(self, module: torch.nn.Module) -> None:
+        """A model's forward starts: its paths, and a fresh sequence map unless a backward is still due."""
+        self._root = module
+        paths = self._paths.get(module)
+        if paths is None:
+            paths = self._paths[module] = self._named_paths(module)
+        self._root_paths = paths
+        # No grad-enabled forward since the last backward: its nodes are done with. Forwards that
+        # build graphs no backward runs over keep at most MAX_CHANGES (their oldest are dropped).
+        if self.stage != LOSS or len(self._change_at) > MAX_CHANGES:
+            keep = 0 if self.stage != LOSS else MAX_CHANGES // 2
+            del self._change_at[:len(self._change_at) - keep], self._change_to[:len(self._change_to) - keep]
+            if not keep:
+                self.module = NO_MODULE
 
     @contained("module forward hook", "the module's ops may get the wrong phase")
     def exit_module(self, module: torch.nn.Module, args: Any = None, output: Any = None) -> None:
@@ -129,6 +204,8 @@ class PhaseTracker:
             return
         if self.module_bits:
             self.module_bits.pop()
+            self.module_paths.pop()
+            self._set_module(self.module_paths[-1] if self.module_paths else NO_MODULE)
         own = self._bits_of(module)
         if own is not None and torch.is_grad_enabled():
             self._mark_backward(args, output, own)
@@ -159,6 +236,17 @@ class PhaseTracker:
 
 def _nothing(opening: bool) -> None:
     return None
+
+
+def _named_paths(root: torch.nn.Module, depth: int) -> tuple[dict[int, str], dict[int, str]]:
+    """Each submodule's and parameter's module path under ``root`` (by id), cut to ``depth`` names."""
+    def cut(name: str) -> str:
+        return ".".join(name.split(".")[:depth]) or ROOT_MODULE
+
+    model = root._modules.get("_orig_mod", root)  # torch.compile's OptimizedModule: its model's names
+    modules = {id(root): ROOT_MODULE, **{id(m): cut(name) for name, m in model.named_modules()}}
+    params = {id(p): cut(name.rpartition(".")[0]) for name, p in model.named_parameters()}
+    return modules, params
 
 
 def _tensors_in(value: Any) -> list[torch.Tensor]:

@@ -1,8 +1,8 @@
 """Steady mode: exact counts at near-zero cost, because training steps repeat.
 
 The work of a session is cut into segments at boundaries: a root module's forward, an optimizer
-step's start, and an explicit ``otel_flops.phase`` block opening or closing outside any model
-or step. A plain training step is two segments:
+step's start, and an explicit ``otel_flops.phase`` block or an ``otel_flops.window`` opening or
+closing outside any model or step. A plain training step is two segments:
 - A forward segment runs from a root forward to the next boundary. Its head is the forward
   itself (until the root returns); its tail is what follows: the loss, the backward, gradient
   clipping, the next micro-batch's data, or an evaluation forward's metrics. Its key is the
@@ -133,6 +133,9 @@ INCOMPLETE = {
     "audit": "{n} audit(s) found a repeated segment doing other work than its record (work that changes "
              "from step to step with nothing a key sees, e.g. clipping every other step): the replays "
              "between audits were credited with the record's counts (mode=full counts what ran)",
+    "window": "{n} otel_flops.window edge(s) fell inside a replayed forward, optimizer step or backward, "
+              "which is credited whole when it ends: those windows' FLOPs are approximate (open and close "
+              "windows outside the model's forward and the step, or use mode=full)",
     "session-end": "{n} segment tail(s) cut short by the session's end ran differently from their records "
                    "and were not counted (work after the last forward or step outside otel_flops.phase())",
 }
@@ -282,7 +285,7 @@ class SteadyCounting:
 
     def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str], alpha_profile: Any = None) -> None:
         self.ledger = ledger
-        self.tracker = PhaseTracker(ledger, roots)
+        self.tracker = PhaseTracker(ledger, roots, settings.module_depth)
         self.tracker.on_phase = self._on_phase
         self.containment = self.tracker.containment
         self._mode = _RecordingMode(ledger, self.tracker, alpha_profile)
@@ -387,6 +390,19 @@ class SteadyCounting:
     def phase_tracker(self) -> PhaseTracker | None:
         """The calling thread's phase tracker, for an explicit phase block."""
         return self.tracker if _get_ident() == self._owner else self._threads.phase_tracker()
+
+    def window_edge(self) -> None:
+        """An ``otel_flops.window`` opens or closes: a boundary, so a window is credited exactly the
+        segments that ran inside it. Inside a forward, an optimizer step or a backward there is no
+        boundary: a replayed forward or step is credited whole when it ends, so a window edge there
+        makes the window's count approximate, and the report says so."""
+        if _get_ident() != self._owner:
+            return  # other threads are intercepted in full
+        if self._forward_depth or self._step_depth or _graph_task_id() != -1:
+            if self._how is REPLAY:
+                self._flag("window")
+            return
+        self._on_phase(True)
 
     def _flag(self, kind: str) -> None:
         if not self._incomplete[kind] and kind != "session-end":
@@ -533,8 +549,8 @@ class SteadyCounting:
         return root
 
     def _hook_root(self, root: _Root, module: torch.nn.Module) -> None:
-        if root.hooked:
-            self._root_hooks.append(module.register_forward_pre_hook(relays.ROOT_PRE, with_kwargs=True))
+        if root.hooked:  # first, as the global pre-hook that found the root was: FSDP2's gather is in the head
+            self._root_hooks.append(module.register_forward_pre_hook(relays.ROOT_PRE, with_kwargs=True, prepend=True))
             self._root_hooks.append(module.register_forward_hook(relays.ROOT_POST, always_call=True))
 
     def _add_optimizer(self, optimizer: Any) -> _Optimizer:

@@ -71,8 +71,8 @@ class _Unit:
 
     __slots__ = ("tracker", "mode", "awake")
 
-    def __init__(self, ledger: Ledger, names: dict[int, str], alpha_profile: Any) -> None:
-        self.tracker = PhaseTracker(ledger, names)
+    def __init__(self, ledger: Ledger, names: dict[int, str], alpha_profile: Any, module_depth: int) -> None:
+        self.tracker = PhaseTracker(ledger, names, module_depth)
         self.mode = _ThreadMode(ledger, self.tracker, alpha_profile)
         self.awake = False
 
@@ -102,6 +102,7 @@ class Threads:
         self.containment = Containment(ledger)
         self._names = names or {}
         self._alpha_profile = alpha_profile
+        self._module_depth = (settings or Settings()).module_depth
         self._units: dict[int, _Unit] = {}
         self._owner = _get_ident()
         self._live = False
@@ -152,6 +153,9 @@ class Threads:
     def stats(self) -> dict[str, int]:
         return {}
 
+    def window_edge(self) -> None:
+        """An ``otel_flops.window`` opens or closes: nothing to do, every op is counted as it runs."""
+
     def incomplete(self) -> list[str]:
         """Why the count is incomplete, one line per reason; empty when it is complete."""
         return [INCOMPLETE[kind].format(n=n) for kind, n in self._incomplete.items()]
@@ -184,7 +188,7 @@ class Threads:
 
     def _enter(self) -> _Unit | None:
         try:
-            unit = _Unit(self.ledger, self._names, self._alpha_profile)
+            unit = _Unit(self.ledger, self._names, self._alpha_profile, self._module_depth)
             if self._module_hooks and not open_modules():
                 unit.awake = True
             else:
