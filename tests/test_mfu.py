@@ -34,9 +34,12 @@ def torch_tf32():
     nodes = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn,
              torch.backends.cudnn, torch.backends)
     saved = [node.fp32_precision for node in nodes]
-    yield
-    for node, value in zip(nodes, saved):
-        node.fp32_precision = value
+    # torch's test utilities (imported by the OpInfo tests) freeze the flags for the process; lift
+    # that for this test as torch's own flags() context managers do.
+    with getattr(torch.backends, "__allow_nonbracketed_mutation")():
+        yield
+        for node, value in zip(nodes, saved):
+            node.fp32_precision = value
 
 
 def _matmul_step_seconds(dtype: str = "float32", family: str = "matmul") -> float:

@@ -175,27 +175,6 @@ def test_window_energy_is_what_the_machine_measures():
         assert "nvml" in window["energy_source"] and window["joules_by_component"]["gpu"] > 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() and not os.environ.get("CI"), reason="needs a GPU with NVML")
-def test_gpu_window_joules_are_nvmls_counter():
-    import pynvml
-
-    pynvml.nvmlInit()
-    handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-    a = torch.randn(4096, 4096, device="cuda")
-    with otel_flops.track(mode="full", sklearn=False) as tracker:
-        before = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-        with otel_flops.window("gpu"):
-            for _ in range(200):
-                a @ a
-            torch.cuda.synchronize()
-        after = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-        report = tracker.report()
-    window = report["windows"]["gpu"]
-    assert window["flops"] == 200 * 2 * 4096**3
-    gpu = window["joules_by_component"]["gpu"]
-    assert 0 < gpu <= (after - before) / 1000.0  # the window's reads lie between ours
-
-
 def test_bad_use_is_one_line_and_never_raises_into_the_program(caplog):
     with pytest.raises(ValueError, match=r"^otel_flops.window: name must be a non-empty string, got ''$"):
         otel_flops.window("")
