@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from .settings import Settings, SettingsError, load_or_tell, sdk_disabled
-from .windows import Window
+from .windows import CONTAINMENT, Span, Window
 
 if TYPE_CHECKING:
+    from .ledger import Ledger
     from .session import Report, Session
 
 # Follow torch.compile from now on (at once if Dynamo is loaded, else when it is): graphs compiled
@@ -47,11 +48,13 @@ def __dir__() -> list[str]:
 
 
 class Tracker:
-    """The handle ``track()`` returns: a context manager with a report."""
+    """The handle ``track()`` returns: a context manager with a report. Inside a session it shares
+    (``span``: a nested ``track()``) the report is the block's own work, not the session's."""
 
-    def __init__(self, session: Session, owned: bool) -> None:
+    def __init__(self, session: Session, owned: bool, span: Span | None = None) -> None:
         self.session = session
         self._owned = owned
+        self._span = span
 
     def __enter__(self) -> Tracker:
         return self
@@ -61,9 +64,18 @@ class Tracker:
             from .session import end
 
             end(self.session)
+        elif self._span is not None:
+            try:
+                self._span.stop()
+            except Exception:
+                CONTAINMENT.failed("track stop", "this block's report runs on to now", ledger=self.session.ledger)
 
     def report(self) -> Report:
-        return self.session.report()
+        return self.session.report(self._span)
+
+    def counts(self) -> Ledger:
+        """The block's counts: the session's Ledger, or a nested ``track()``'s own (``Ledger.since``)."""
+        return self._span.figures()[0] if self._span is not None else self.session.ledger
 
     @property
     def endpoint(self) -> Any:
@@ -77,23 +89,37 @@ def track(model: Any = None, *, name: str | None = None, serve: bool = False, **
     given as ``model`` is wrapped alone (otherwise estimator classes are patched globally).
     ``serve=True`` also serves
     Prometheus /metrics (host and port from the settings or ``host=``/``port=``). Inside an
-    already active session (``otel-flops run``) this shares that session.
+    already active session (``otel-flops run``, an outer ``track()``) this shares that session: its
+    report is the work inside the block, and ``name`` labels ``model``'s work from here on.
     """
     from .session import Session, active, begin
 
+    _check_call("track", serve, name)
     current = active()
     if current is not None:
-        return Tracker(current, owned=False)
+        return _nested(current, model, name)
     from .sklearn import is_estimator
 
     settings = load_or_tell()
     if settings is None:
         return Tracker(_off(), owned=False)
-    settings = settings.with_overrides(**overrides)
+    settings = settings.with_overrides("track", **overrides)
     if model is not None and is_estimator(model):
         return Tracker(begin(Session(settings, serve=serve, estimators=[model])), owned=True)
-    names = {id(model): name or type(model).__name__} if model is not None else {}
+    names = {id(model): name} if model is not None and name else {}  # else its class name, made unique
     return Tracker(begin(Session(settings, serve=serve, names=names)), owned=True)
+
+
+def _nested(session: Session, model: Any, name: str | None) -> Tracker:
+    """A ``track()`` inside an active session: a span over the block (``windows.Span``); a failure of
+    ours leaves it reporting the whole session, after one logged line."""
+    try:
+        if model is not None and name:
+            session.name_model(model, name)
+        return Tracker(session, owned=False, span=Span(session))
+    except Exception:
+        CONTAINMENT.failed("track start", "this block reports the whole session", ledger=session.ledger)
+        return Tracker(session, owned=False)
 
 
 def instrument(*, serve: bool = True, **overrides: Any) -> Session:
@@ -101,13 +127,23 @@ def instrument(*, serve: bool = True, **overrides: Any) -> Session:
     starts, after one line on stderr, under OTEL_SDK_DISABLED=true or a bad setting)."""
     from .session import Session, active, begin
 
+    _check_call("instrument", serve)
     current = active()
     if current is not None:
         return current
     settings = load_or_tell()
     if settings is None:
         return _off()
-    return begin(Session(settings.with_overrides(**overrides), serve=serve))
+    return begin(Session(settings.with_overrides("instrument", **overrides), serve=serve))
+
+
+def _check_call(caller: str, serve: Any, name: Any = None) -> None:
+    """SettingsError, one line naming the keyword, for a ``serve`` or ``name`` of the wrong kind (the
+    setting keywords are checked by ``Settings.with_overrides``)."""
+    if not isinstance(serve, bool):
+        raise SettingsError(f"{caller}(serve={serve!r}) is not valid; use True or False")
+    if name is not None and not (isinstance(name, str) and name):
+        raise SettingsError(f"{caller}(name={name!r}) is not valid; use a non-empty string")
 
 
 def _off() -> Session:

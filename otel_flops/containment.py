@@ -21,6 +21,12 @@ from .ledger import Ledger
 log = logging.getLogger("otel_flops")
 
 
+def first_line(error: BaseException | None) -> str:
+    """An exception's message in one line: torch's (Dynamo's, fake tensors') run to tracebacks."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class Containment:
     """Where the failures of our own code go: a Ledger's ``errors``, and one log line per site."""
 
@@ -40,7 +46,7 @@ class Containment:
             self._logged.add(site)
             error = sys.exc_info()[1]
             log.warning("otel-flops: %s failed (%s: %s); %s (counted under errors)", site,
-                        type(error).__name__, error, consequence)
+                        type(error).__name__, first_line(error), consequence)
             log.debug("otel-flops: %s failed", site, exc_info=True)
 
     def guard(self, site: str, consequence: str, fn: Callable[..., Any],

@@ -11,10 +11,11 @@ O(records)) is what ``otel_flops.window`` reads at its edges; the windows' total
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple
 
 OTHER = "other"
 NO_MODULE = "(none)"  # the module path of work outside every model module (optimizer, preprocessing)
@@ -53,6 +54,12 @@ class Totals:
         self.comm_bytes += other.comm_bytes * times
         self.alpha_flops += other.alpha_flops * times
         self.predicted_ns += other.predicted_ns * times
+
+    def less(self, other: Totals | None) -> Totals:
+        """These totals less ``other`` (an earlier reading of the same key; None: nothing then)."""
+        if other is None:
+            return Totals(*(getattr(self, f.name) for f in fields(Totals)))
+        return Totals(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(Totals)))
 
 
 @dataclass(eq=False)
@@ -103,6 +110,14 @@ class WindowTotals:
         self.seconds += other.seconds
         self.count += other.count
         self.measured = self.measured or other.measured
+
+    def less(self, other: WindowTotals | None) -> WindowTotals:
+        """These totals less ``other`` (an earlier reading of the same window; None: none then)."""
+        if other is None:
+            other = WindowTotals()
+        joules = {key: j - other.joules.get(key, 0.0) for key, j in self.joules.items()}
+        return WindowTotals(self.flops - other.flops, self.bops - other.bops, joules, self.seconds - other.seconds,
+                            self.count - other.count, self.measured)
 
     @property
     def total_joules(self) -> float | None:
@@ -226,6 +241,26 @@ class Ledger:
                 out[name].absorb(totals)
             return out
 
+    def snapshot(self) -> Snapshot:
+        """Everything counted so far, frozen: the start of a nested ``track()``'s block (``since``)."""
+        with self._lock:
+            errors = Counter(self.errors)
+        return Snapshot(dict(self.items()), self.uncounted(), errors, self.steps, self.windows())
+
+    def since(self, start: Snapshot) -> Ledger:
+        """A ledger of what was counted after ``start``: a nested ``track()``'s own work, as a window's."""
+        now, out = self.snapshot(), Ledger()
+        for key, totals in now.counts.items():
+            delta = totals.less(start.counts.get(key))
+            if delta.calls or delta.flops or delta.bops or delta.comm_bytes:
+                out.add_totals(key, delta)
+        out._uncounted = now.uncounted - start.uncounted
+        out.errors = now.errors - start.errors
+        out._steps = now.steps - start.steps
+        out._windows = {name: w.less(start.windows.get(name)) for name, w in now.windows.items()
+                        if w.count > getattr(start.windows.get(name), "count", 0)}
+        return out
+
     def items(self) -> list[tuple[CountKey, Totals]]:
         """A consistent copy of every key and its totals, credited records multiplied out."""
         with self._lock:
@@ -250,6 +285,17 @@ class Ledger:
         for _, t in self.items():
             out.absorb(t)
         return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A Ledger's counts at one moment (``Ledger.snapshot``), to subtract later (``Ledger.since``)."""
+
+    counts: dict[CountKey, Totals]
+    uncounted: Counter[str]
+    errors: Counter[str]
+    steps: int
+    windows: dict[str, WindowTotals]
 
 
 def grouped(items: list[tuple[CountKey, Totals]], *fields: str) -> dict[tuple, Totals]:
@@ -286,3 +332,39 @@ class LabelCaps:
                 folded = seen[value] = value if self._admitted[label] < self._caps[label] else OTHER
                 self._admitted[label] += folded == value
             return folded
+
+
+class RootNames:
+    """The model label of each root module object: the user's name (``track(model, name=...)``) first,
+    else its class name made unique per object in order of first use ("Sequential", "Sequential#2"),
+    so two models of one class (a GAN's generator and discriminator) never merge. One per session,
+    shared by every thread's phase tracker so an object has one label everywhere."""
+
+    def __init__(self, given: Mapping[int, str] | None = None) -> None:
+        self._given = dict(given or {})  # by id(): the user's names
+        self._auto: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._taken = set(self._given.values())
+        self._lock = threading.Lock()
+
+    def give(self, model: Any, name: str) -> None:
+        """Label ``model``'s work ``name`` from now on (a nested ``track(model, name=...)``)."""
+        with self._lock:
+            self._given[id(model)] = name
+            self._taken.add(name)
+
+    def of(self, module: Any, model: Any) -> str:
+        """The label of a root forward of ``module`` (``model``: the module it wraps, or itself)."""
+        given = self._given.get(id(module)) or self._given.get(id(model))
+        if given:
+            return given
+        with self._lock:
+            name = self._auto.get(model)
+            if name is None:
+                base = name = type(model).__name__
+                n = 1
+                while name in self._taken:
+                    n += 1
+                    name = f"{base}#{n}"
+                self._taken.add(name)
+                self._auto[model] = name
+            return name

@@ -14,6 +14,7 @@ so a child that outlives the session never holds the port.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -133,6 +134,25 @@ def tls_context(certfile: str, keyfile: str, client_cafile: str | None = None) -
         context.load_verify_locations(cafile=client_cafile)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+_HOST_FIX = "set OTEL_EXPORTER_PROMETHEUS_HOST or --host to "
+_PORT_FIX = "set OTEL_EXPORTER_PROMETHEUS_PORT or --port to "
+# The fix for each cause of a failed bind, by errno (socket.gaierror: the host does not resolve).
+BIND_FIXES = {
+    errno.EADDRINUSE: _PORT_FIX + "a free port (0 picks one)",
+    errno.EACCES: _PORT_FIX + "1024 or above (lower ports need privileges; 0 picks a free one)",
+    errno.EADDRNOTAVAIL: _HOST_FIX + "an address of this machine (e.g. localhost, or 0.0.0.0 for all)",
+}
+UNRESOLVED_FIX = _HOST_FIX + "a name this machine resolves, or an IP address of it (e.g. localhost or 0.0.0.0)"
+OTHER_FIX = "check OTEL_EXPORTER_PROMETHEUS_HOST/--host and OTEL_EXPORTER_PROMETHEUS_PORT/--port"
+
+
+def bind_fix(exc: OSError) -> str:
+    """The fix for ``exc``, raised by ``serve``: the host's when the host is wrong, the port's when the port is."""
+    if isinstance(exc, socket.gaierror):
+        return UNRESOLVED_FIX
+    return BIND_FIXES.get(exc.errno, OTHER_FIX)
 
 
 def serve(host: str, port: int, registry: Any, tls: ssl.SSLContext | None = None) -> MetricsServer:

@@ -24,7 +24,7 @@ Rank = dict[str, int]
 
 
 class RankError(ValueError):
-    """A launcher variable holds something other than a whole number >= 0; the message is one line."""
+    """A launcher variable holds something other than a whole number >= 0 (or -1); the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,24 @@ FAMILIES = (
 )
 
 
+NOT_DISTRIBUTED = ("", "-1")  # what scripts and launchers set for "no rank" (LOCAL_RANK=-1 in HF's examples)
+
+
 def _number(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() in NOT_DISTRIBUTED:
         return None
     if not raw.strip().isdigit():
-        raise RankError(f"{name}={raw!r} is not a whole number >= 0; fix the launcher's variable or unset it")
+        raise RankError(f"{name}={raw!r} is not a whole number >= 0 (or -1 for none); fix the launcher's "
+                        "variable or unset it")
     return int(raw)
 
 
 def from_env(env: Mapping[str, str]) -> Rank | None:
     """The rank the launcher's variables give, or None when no family's variables are set.
 
-    Raises RankError for a variable that is not a whole number."""
+    Raises RankError for a variable that is not a whole number. A rank at or past the world size is
+    dropped, after one line on stderr: counting goes on with the variables that agree."""
     for family in FAMILIES:
         world = _number(env, family.world_size)
         rank, local = _number(env, family.rank), _number(env, family.local_rank)
@@ -66,9 +71,27 @@ def from_env(env: Mapping[str, str]) -> Rank | None:
             continue
         if rank is None and _number(env, "NODE_RANK") in (None, 0):
             rank = local  # Lightning's children: LOCAL_RANK and WORLD_SIZE, no RANK, on the first node
+        rank, local = _consistent(family, world, rank, local)
+        if rank is None and local is None:
+            continue
         found = {"local_rank": local if local is not None else rank, "world_size": world}
         return found if rank is None else {"rank": rank, **found}
     return None
+
+
+def _consistent(family: Family, world: int, rank: int | None, local: int | None) -> tuple[int | None, int | None]:
+    """``rank`` and ``local`` with each one at or past ``world`` dropped (None), and one line on stderr
+    naming the variables that disagree."""
+    bad = [(name, value) for name, value in ((family.rank, rank), (family.local_rank, local))
+           if value is not None and value >= world]
+    if bad:
+        from .settings import tell  # one line per process, as for a bad setting
+
+        given = " and ".join(f"{name}={value}" for name, value in bad)
+        tell(f"otel-flops: {given} is not below {family.world_size}={world}; ignored (fix the launcher's "
+             "variables); counting goes on with the rest")
+    return (None if rank is not None and rank >= world else rank,
+            None if local is not None and local >= world else local)
 
 
 def _group() -> tuple[int, int] | None:

@@ -7,13 +7,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import environment, ranks, report, tracebacks
 from .energy import EnergyMonitor
-from .ledger import Ledger
+from .ledger import Ledger, RootNames
 from .settings import Settings, load
 from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from .windows import Span
 
 log = logging.getLogger("otel_flops")
 
@@ -45,7 +48,7 @@ class Session:
         self.energy = EnergyMonitor(self.settings) if self.settings.energy else None
         self.telemetry = Telemetry(self.ledger, self.settings, self.energy)
         self._serve = serve
-        self._names = names or {}
+        self.names = RootNames(names)  # model labels: the user's names, else unique class names
         self._estimators = estimators
         self._meter_provider = meter_provider
         self._counting: Any = None
@@ -54,6 +57,7 @@ class Session:
         self._started = time.monotonic()
         self.alpha_profile: Any = None
         self.off: str | None = None  # why this session never counts (OTEL_SDK_DISABLED, a bad setting)
+        self.open_windows: dict[int, Any] = {}  # otel_flops.window occurrences started and not yet stopped
 
     def start(self) -> Session:
         if self.energy is not None:
@@ -76,7 +80,7 @@ class Session:
 
         counting = {"full": FullCounting, "steady": SteadyCounting}[self.settings.mode]
         self.alpha_profile = self._load_alpha_profile()
-        self._counting = counting(self.ledger, self.settings, self._names, self.alpha_profile)
+        self._counting = counting(self.ledger, self.settings, self.names, self.alpha_profile)
         self._counting.start()
         return [*compiled.install(), *cuda_graphs.install()]
 
@@ -124,12 +128,20 @@ class Session:
         with tracker.phase(name):
             yield
 
+    def name_model(self, model: Any, name: str) -> None:
+        """Label ``model``'s work ``name`` from now on (a nested ``track(model, name=...)``)."""
+        self.names.give(model, name)
+        if self._counting is not None:
+            self._counting.relabel()
+
     def window_edge(self) -> None:
         """An ``otel_flops.window`` opens or closes on this thread (steady mode: a segment boundary)."""
         if self._owner_thread is not None and self._counting is not None:  # started, not stopped, torch counted
             self._counting.window_edge()
 
-    def report(self) -> Report:
+    def report(self, span: Span | None = None) -> Report:
+        """The session's report, or with ``span`` (``windows.Span``: a nested ``track()``) its block's."""
+        ledger, energy, seconds = span.figures() if span is not None else (self.ledger, self.energy, None)
         extra = {"steady": self._counting.stats()} if self.settings.mode == "steady" and self._counting else {}
         extra["incomplete"] = []
         if self._counting is not None:
@@ -141,14 +153,29 @@ class Session:
         rank = ranks.current(self.settings.rank)
         if rank:
             extra["rank"] = rank
-        elapsed = time.monotonic() - self._started
-        extra["mfu"] = report.mfu_section(self.telemetry.peak_time, self.ledger, self.telemetry.elapsed)
+        elapsed = time.monotonic() - self._started if seconds is None else seconds
+        extra["mfu"] = report.mfu_section(self.telemetry.peak_time, ledger,
+                                          self.telemetry.elapsed if seconds is None else seconds)
         if self.alpha_profile is not None:
-            extra["alpha"] = report.alpha_section(self.ledger, self.alpha_profile.key, elapsed)
+            extra["alpha"] = report.alpha_section(ledger, self.alpha_profile.key, elapsed)
         built = report.build(
-            self.ledger, mode=self.settings.mode, environment=environment.describe(), energy=self.energy, extra=extra
+            ledger, mode=self.settings.mode, environment=environment.describe(), energy=energy, extra=extra,
+            open_windows=self._open_windows(),
         )
         return Report(built)
+
+    def _open_windows(self) -> list[tuple[str, Any]]:
+        """(name, work so far) of each window still open, so a report never drops one silently."""
+        out = []
+        for window in list(self.open_windows.values()):
+            try:
+                totals = window.so_far()
+            except Exception:  # a failure here must not cost the user the rest of the report
+                log.warning("otel-flops: cannot measure the open window %r", window.name, exc_info=True)
+                continue
+            if totals is not None:
+                out.append((window.name, totals))
+        return out
 
 
 def torch_importable() -> bool:

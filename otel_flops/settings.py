@@ -10,7 +10,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -79,45 +79,52 @@ class Settings:
         found = {"flops": self.budget_flops, "bops": self.budget_bops, "joules": self.budget_joules}
         return {kind: value for kind, value in found.items() if value is not None}
 
-    def with_overrides(self, **overrides: Any) -> Settings:
-        """Apply CLI flags and ``track()`` keywords that were given (None means 'not given').
+    def with_overrides(self, caller: str | None = None, /, **overrides: Any) -> Settings:
+        """Apply CLI flags (``caller`` None) or the keywords of ``caller`` (``"track"``, ``"instrument"``)
+        that were given (None means 'not given'), each checked by the rules of its variable.
 
-        Raises SettingsError, with one line, for a value the environment would be refused too.
+        Raises SettingsError, one line naming the flag or keyword and the fix, for a value (or a
+        keyword) the environment would refuse too.
         """
-        given = {k: v for k, v in overrides.items() if v is not None}
+        given = {}
+        for field, value in overrides.items():
+            if value is None:
+                continue
+            shown = f"--{field.replace('_', '-')}={value!r}" if caller is None else f"{caller}({field}={value!r})"
+            if field not in KEYWORDS:
+                raise SettingsError(f"{shown}: there is no such setting; use one of: {', '.join(KEYWORDS)}")
+            given[field] = KEYWORDS[field](shown, value)
         updated = replace(self, **given)
-        _check_choice("--mode", updated.mode, MODES)
-        _check_port("--port", updated.port)
-        _check_host("--host", updated.host)
-        for field, value in given.items():
-            if field in NUMBERS and field != "port":
-                NUMBERS[field].check(f"{field}={value!r}", value)
+        if "otlp" in updated.exporters:
+            otlp_exporter(updated.otlp_protocol)
+        _check_tls(updated)
         return updated
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+def _check_choice(name: str, value: str, choices: tuple[str, ...], shown: str | None = None) -> str:
+    """``value`` if one of ``choices``; else SettingsError starting with ``shown`` (default ``name=value``)."""
     if value not in choices:
-        raise SettingsError(f"{name}={value!r} is not valid; use one of: {', '.join(choices)}")
+        raise SettingsError(f"{shown or f'{name}={value!r}'} is not valid; use one of: {', '.join(choices)}")
     return value
 
 
-def _check_port(name: str, port: int) -> int:
-    if not 0 <= port <= 65535:
-        raise SettingsError(f"{name}={port} is not a valid port; use 0-65535 (0 picks a free port)")
-    return port
-
-
-def _check_host(name: str, host: str) -> str:
-    """``host`` if it is an IP address or a well-formed host name; else SettingsError naming ``name``."""
+def is_host(host: Any) -> bool:
+    """Whether ``host`` is an IP address or a well-formed host name (text only: ``ip_address(3)`` is valid)."""
+    if not isinstance(host, str):
+        return False
     try:
         ipaddress.ip_address(host)
-        return host
+        return True
     except ValueError:
-        pass
-    if not HOST_NAME.fullmatch(host):
-        raise SettingsError(f"{name}={host!r} is not a host name or IP address; set one to bind /metrics to "
-                            "(e.g. localhost, 0.0.0.0 or ::)")
-    return host
+        return bool(HOST_NAME.fullmatch(host))
+
+
+def _check_host(name: str, host: str, shown: str | None = None) -> str:
+    """``host`` if ``is_host``; else SettingsError naming ``name`` (or starting with ``shown``)."""
+    if is_host(host):
+        return host
+    raise SettingsError(f"{shown or f'{name}={host!r}'} is not a host name or IP address; set one to bind "
+                        "/metrics to (e.g. localhost, 0.0.0.0 or ::)")
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,66 @@ NUMBERS: dict[str, Number] = {
     "peak_flops": Number("OTEL_FLOPS_PEAK_FLOPS", float, 0, strict=True),
     "linger": Number("OTEL_FLOPS_LINGER", float, 0, maximum=3600),
 }
+
+
+def _keyword_number(field: str) -> Callable[[str, Any], Any]:
+    """The check of a numeric keyword: a Python number of the variable's kind (no bool, no text), in range."""
+    number = NUMBERS[field]
+
+    def check(shown: str, value: Any) -> Any:
+        kinds = (int,) if number.parse is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            kind = "a whole number" if number.parse is int else "a number"
+            raise SettingsError(f"{shown} is not {kind}; set {number.wanted()}")
+        return number.check(shown, value)
+
+    return check
+
+
+def _keyword_switch(shown: str, value: Any) -> bool:
+    """A switch keyword: True or False, or the words its variable accepts (on, off, ...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in SWITCHES:
+        return SWITCHES[value.lower()]
+    raise SettingsError(f"{shown} is not valid; use True or False")
+
+
+def _keyword_text(shown: str, value: Any) -> str:
+    """A name or path keyword: non-empty text (a path may be a Path)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise SettingsError(f"{shown} is not valid; use a non-empty string")
+    return value
+
+
+def _keyword_path(variable: str, check: Callable[[Mapping[str, str], str], str | None]) -> Callable[[str, Any], Any]:
+    """A file or folder keyword, checked as its variable is (``check`` is ``_existing_file`` or ``_directory``)."""
+
+    def checked(shown: str, value: Any) -> str | None:
+        path = _keyword_text(shown, value)
+        try:
+            return check({variable: path}, variable)
+        except SettingsError as exc:
+            raise SettingsError(f"{shown}{str(exc).removeprefix(f'{variable}={path!r}')}") from None
+
+    return checked
+
+
+def _keyword_exporters(shown: str, value: Any) -> tuple[str, ...]:
+    """Exporter names, as a tuple or as OTEL_METRICS_EXPORTER's comma-separated text."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        raise SettingsError(f"{shown} is not valid; use names from: {', '.join(EXPORTERS)}")
+    chosen = tuple(n.strip().lower() for n in names if n.strip())
+    for name in chosen:
+        _check_choice("exporters", name, EXPORTERS, shown)
+    return chosen
+
+
+def _keyword_choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    return lambda shown, value: _check_choice("", value.lower() if isinstance(value, str) else value, choices, shown)
 
 
 def _number(env: Mapping[str, str], field: str, default: Any) -> Any:
@@ -240,6 +307,30 @@ def _directory(env: Mapping[str, str], name: str) -> str | None:
     return path
 
 
+# Every keyword of track()/instrument() (and CLI flag) that sets a Settings field: its check, by the
+# rules of its variable; the fields set from the launcher or the machine (rank, node) are not here.
+KEYWORDS: dict[str, Callable[[str, Any], Any]] = {
+    "mode": _keyword_choice(MODES),
+    "host": lambda shown, value: _check_host("", value, shown),
+    "op_label": _keyword_choice(OP_LABELS),
+    "module_label": _keyword_switch,
+    "report": _keyword_text,
+    "energy": _keyword_switch,
+    "sklearn": _keyword_switch,
+    "exporters": _keyword_exporters,
+    "otlp_protocol": _keyword_choice(tuple(OTLP_PROTOCOLS)),
+    "budget_name": _keyword_text,
+    "tls_cert": _keyword_path("OTEL_FLOPS_TLS_CERT", _existing_file),
+    "tls_key": _keyword_path("OTEL_FLOPS_TLS_KEY", _existing_file),
+    "tls_client_ca": _keyword_path("OTEL_FLOPS_TLS_CLIENT_CA", _existing_file),
+    "alpha_profile": _keyword_path("OTEL_FLOPS_ALPHA_PROFILE", _existing_file),
+    "file_sd_dir": _keyword_path("OTEL_FLOPS_FILE_SD_DIR", _directory),
+    "pool": _keyword_text,
+    "run_id": _keyword_text,
+    **{field: _keyword_number(field) for field in NUMBERS},
+}
+
+
 def _rank(env: Mapping[str, str]) -> dict[str, int] | None:
     """The rank its launcher's variables give (``ranks``), when this process is one of several."""
     try:
@@ -288,8 +379,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     )
     if "otlp" in settings.exporters:
         otlp_exporter(settings.otlp_protocol)
+    return _check_tls(settings)
+
+
+def _check_tls(settings: Settings) -> Settings:
+    """``settings`` if its TLS files make a whole set; SettingsError otherwise."""
     if (settings.tls_cert is None) != (settings.tls_key is None):
-        raise SettingsError("OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY go together; set both or neither")
+        raise SettingsError("OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY (tls_cert, tls_key) go together; "
+                            "set both or neither")
     if settings.tls_client_ca and not settings.tls_cert:
         raise SettingsError("OTEL_FLOPS_TLS_CLIENT_CA needs OTEL_FLOPS_TLS_CERT and OTEL_FLOPS_TLS_KEY; set them too")
     return settings
@@ -306,12 +403,20 @@ DISABLED_LINE = "otel-flops: OTEL_SDK_DISABLED=true; nothing is counted, served 
 _told: set[str] = set()
 
 
+TOLD_VARIABLE = "OTEL_FLOPS_TOLD"  # the lines `otel-flops run` printed already: the script it starts skips them
+
+
 def tell(line: str) -> None:
-    """Print one line of ours on stderr, once per process: a bad setting or OTEL_SDK_DISABLED under an
-    entry point that must not stop the user's program."""
-    if line not in _told:
-        _told.add(line)
+    """Print one line of ours on stderr, once per process (and once per `otel-flops run`): a bad setting,
+    inconsistent rank variables or OTEL_SDK_DISABLED under an entry point that must not stop the program."""
+    if line not in _told and line not in os.environ.get(TOLD_VARIABLE, "").split("\n"):
         print(line, file=sys.stderr)
+    _told.add(line)
+
+
+def told() -> str:
+    """The lines this process has told, for TOLD_VARIABLE."""
+    return "\n".join(sorted(_told))
 
 
 def uncounted_line(exc: SettingsError) -> str:

@@ -184,11 +184,8 @@ class Telemetry:
         try:
             self._server = metrics_server.serve(host, port, registry, tls)
         except OSError as exc:
-            log.error(
-                "otel-flops: cannot serve /metrics on %s:%s (%s); set OTEL_EXPORTER_PROMETHEUS_PORT or "
-                "--port to a free port (0 picks one). Counting goes on without the endpoint.",
-                host, port, exc.strerror or exc,
-            )
+            log.error("otel-flops: cannot serve /metrics on %s:%s (%s); %s. Counting goes on without the endpoint.",
+                      host, port, exc.strerror or exc, metrics_server.bind_fix(exc))
             return reader
         self.endpoint = Endpoint("https" if tls else "http", host, self._server.server_address[1])
         log.info("otel-flops: serving metrics on %s", self.endpoint.url)

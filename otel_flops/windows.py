@@ -93,9 +93,17 @@ class Window:
         try:
             session.window_edge()
             self._session, self._start = session, mark(session)
+            session.open_windows[id(self)] = self
         except Exception:
             CONTAINMENT.failed("window start", f"window {self.name!r} is not measured", ledger=session.ledger)
         return self
+
+    def so_far(self) -> WindowTotals | None:
+        """The work of this occurrence from its start until now, leaving it open (a report built while
+        it is open shows it, marked open, rather than dropping it); None when it measures nothing."""
+        if self._start is None:
+            return None
+        return between(self._start, mark(self._session))
 
     def stop(self) -> WindowTotals | None:
         """Close the window and add this occurrence to its name's totals; returns them."""
@@ -106,6 +114,7 @@ class Window:
         self._open, self._session, self._start = False, None, None
         if start is None:  # started outside a session
             return None
+        session.open_windows.pop(id(self), None)
         try:
             session.window_edge()
             totals = between(start, mark(session))
@@ -115,3 +124,50 @@ class Window:
             CONTAINMENT.failed("window stop", f"this occurrence of window {self.name!r} is not counted",
                                ledger=session.ledger)
             return None
+
+
+class Span:
+    """A nested ``track()``'s block in the session it shares (``otel-flops run``, an outer ``track()``):
+    its report is the work inside the block, as a window's totals are. At each edge (a steady-mode
+    segment boundary, as a window's) it reads the Ledger (``Ledger.snapshot``) and the energy
+    sources; after the block its figures stay those of the block."""
+
+    def __init__(self, session: Any) -> None:
+        session.window_edge()
+        self.session = session
+        self._start = session.ledger.snapshot()
+        self._energy = session.energy.reading() if session.energy is not None else None
+        self._at = time.perf_counter()
+        self._end: tuple[Any, Any, float] | None = None  # (ledger, energy reading, seconds) once stopped
+
+    def stop(self) -> None:
+        """The block ended: freeze its figures."""
+        if self._end is None:
+            self.session.window_edge()
+            self._end = self._now()
+
+    def _now(self) -> tuple[Any, Any, float]:
+        energy = self.session.energy
+        return (self.session.ledger.since(self._start), energy.reading() if energy is not None else None,
+                time.perf_counter() - self._at)
+
+    def figures(self) -> tuple[Any, Any, float]:
+        """(the block's ledger, its energy as an ``EnergyMonitor``-like reader or None, its seconds)."""
+        ledger, reading, seconds = self._end or self._now()
+        energy = None if reading is None else _EnergySince(self.session.energy, self._energy, reading)
+        return ledger, energy, seconds
+
+
+class _EnergySince:
+    """The energy sources' readings between two edges, read as the report reads an ``EnergyMonitor``;
+    a source that had not started at the first edge is left out (as in a window)."""
+
+    def __init__(self, monitor: Any, start: Any, end: Any) -> None:
+        self.unavailable = monitor.unavailable
+        both = start.joules.keys() & end.joules.keys()
+        self._reading = type(end)({key: end.joules[key] - start.joules[key] for key in sorted(both)},
+                                  dict(end.watts), end.emissions_g - start.emissions_g)
+
+    def reading(self) -> Any:
+        return self._reading
+

@@ -20,13 +20,16 @@ class TokenDataset(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-def hf_trainer(output_dir, callbacks=()) -> transformers.Trainer:
-    """A tiny GPT-2 (2 layers, width 32, vocabulary 64) from its config, 3 steps of batch 4, logged every step."""
+def hf_trainer(output_dir, callbacks=(), evaluate: bool = False) -> transformers.Trainer:
+    """A tiny GPT-2 (2 layers, width 32, vocabulary 64) from its config, 3 steps of batch 4, logged every step
+    (``evaluate``: and evaluated on the same 16 sequences after every step)."""
     torch.manual_seed(0)
     config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16,
                                      bos_token_id=0, eos_token_id=0)
     args = transformers.TrainingArguments(output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=4,
                                           logging_steps=1, report_to=[], use_cpu=True, save_strategy="no",
-                                          disable_tqdm=True, seed=0)
+                                          disable_tqdm=True, seed=0, eval_strategy="steps" if evaluate else "no",
+                                          eval_steps=1)
     return transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args,
-                                train_dataset=TokenDataset(), callbacks=list(callbacks))
+                                train_dataset=TokenDataset(),
+                                eval_dataset=TokenDataset() if evaluate else None, callbacks=list(callbacks))

@@ -22,6 +22,7 @@ transformers = pytest.importorskip("transformers")
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 STEPS = 4
+GPT2 = "GPT2LMHeadModel:"  # by_module keys lead with the model label
 
 
 def tiny_gpt2() -> torch.nn.Module:
@@ -57,12 +58,12 @@ def test_modules_add_up_to_each_phase(mode):
         assert sum(c["flops"] for c in paths.values()) == counts["flops"], phase
         assert sum(c["bops"] for c in paths.values()) == counts["bops"], phase
     forward = report["by_module"]["forward"]
-    assert {"transformer.h.0", "transformer.h.1", "lm_head"} <= set(forward)
-    assert forward["transformer.h.0"] == forward["transformer.h.1"]  # identical blocks
-    assert forward["lm_head"]["flops"] == STEPS * 2 * 16 * 32 * 64  # tokens x n_embd x vocab, multiply-add = 2
+    assert {GPT2 + "transformer.h.0", GPT2 + "transformer.h.1", GPT2 + "lm_head"} <= set(forward)
+    assert forward[GPT2 + "transformer.h.0"] == forward[GPT2 + "transformer.h.1"]  # identical blocks
+    assert forward[GPT2 + "lm_head"]["flops"] == STEPS * 2 * 16 * 32 * 64  # tokens x n_embd x vocab, multiply-add = 2
     assert set(report["by_module"]["optimizer"]) == {NO_MODULE}
     backward = report["by_module"]["backward"]
-    assert backward["transformer.h.0"]["flops"] > forward["transformer.h.0"]["flops"]
+    assert backward[GPT2 + "transformer.h.0"]["flops"] > forward[GPT2 + "transformer.h.0"]["flops"]
 
 
 def test_steady_equals_full_per_module():
@@ -123,7 +124,7 @@ def test_a_compiled_model_is_attributed_as_a_whole():
             optimizer.zero_grad()
         report = tracker.report()
     linears = 2 * 8 * (16 * 32 + 32 * 4)
-    assert report["by_module"]["forward"][ROOT_MODULE]["flops"] == report["phases"]["forward"]["flops"]
+    assert report["by_module"]["forward"]["Sequential:" + ROOT_MODULE]["flops"] == report["phases"]["forward"]["flops"]
     assert report["phases"]["forward"]["flops"] >= 3 * linears
     for phase, counts in report["phases"].items():
         assert sum(c["flops"] for c in report["by_module"][phase].values()) == counts["flops"], phase
@@ -132,7 +133,7 @@ def test_a_compiled_model_is_attributed_as_a_whole():
 
 def test_depth_zero_puts_everything_in_the_root():
     report, _ = train("full", steps=1, module_depth=0)
-    assert set(report["by_module"]["forward"]) == {ROOT_MODULE}
+    assert set(report["by_module"]["forward"]) == {GPT2 + ROOT_MODULE}
 
 
 @pytest.mark.parametrize("raw, problem", [("deep", "is not a whole number"), ("-1", "is out of range"),
@@ -161,7 +162,8 @@ def test_module_label_is_opt_in_and_capped_on_a_real_endpoint():
     assert len(named) == cap and "other" in by_label
     per_module: dict[str, int] = {}
     for paths in report["by_module"].values():
-        for path, counts in paths.items():
+        for path, counts in paths.items():  # "Model:path" (the metric's model label holds the model)
+            path = path.removeprefix(GPT2)
             per_module[path] = per_module.get(path, 0) + counts["flops"]
     for path in named:
         assert by_label[path] == per_module[path]
@@ -186,3 +188,42 @@ def test_table_and_html_show_the_top_modules():
     assert "module (top 8)" in table and "transformer.h.0" in table
     page = html_report.render(report)
     assert "<table id=\"modules\">" in page and "transformer.h.1" in page
+
+
+@pytest.mark.parametrize("mode", ["full", "steady"])
+def test_two_models_of_one_class_are_kept_apart(mode):
+    """A GAN's generator and discriminator, both nn.Sequential with no names: by_model and by_module keep
+    them apart ("Sequential", "Sequential#2" in order of first use), backward included. Exact counts by
+    hand: a Linear(k, n) on m rows is 2*m*k*n forward, the same again per gradient (input, weight);
+    ReLU is 1 per element forward and backward."""
+    g = torch.nn.Sequential(torch.nn.Linear(8, 64, bias=False), torch.nn.ReLU(), torch.nn.Linear(64, 8, bias=False))
+    d = torch.nn.Sequential(torch.nn.Linear(8, 4, bias=False), torch.nn.ReLU(), torch.nn.Linear(4, 1, bias=False))
+    z, m = torch.randn(16, 8), 16
+    with otel_flops.track(mode=mode, energy=False, sklearn=False) as tracker:
+        for _ in range(3):
+            d(g(z)).mean().backward()
+            g.zero_grad(), d.zero_grad()  # gradients set to None: no accumulation adds
+        report = tracker.report()
+    forward, backward = report["by_module"]["forward"], report["by_module"]["backward"]
+    assert forward["Sequential:0"]["flops"] == 3 * 2 * m * 8 * 64
+    assert forward["Sequential:2"]["flops"] == 3 * 2 * m * 64 * 8
+    assert forward["Sequential#2:0"]["flops"] == 3 * 2 * m * 8 * 4
+    assert forward["Sequential#2:2"]["flops"] == 3 * 2 * m * 4 * 1
+    assert backward["Sequential:0"]["flops"] == 3 * 2 * m * 8 * 64  # weight gradient only: z needs none
+    assert backward["Sequential:2"]["flops"] == 3 * 2 * 2 * m * 64 * 8
+    assert backward["Sequential#2:0"]["flops"] == 3 * 2 * 2 * m * 8 * 4
+    generator = 2 * m * 8 * 64 + 2 * m * 64 * 8 + m * 64  # forward: two linears and the ReLU
+    generator += 2 * m * 8 * 64 + 2 * 2 * m * 64 * 8 + m * 64  # backward: their gradients and the ReLU's
+    assert report["by_model"]["Sequential"]["flops"] == 3 * generator
+    assert set(report["by_model"]) - {"none"} == {"Sequential", "Sequential#2"}
+
+
+def test_a_users_name_wins_over_the_class_name():
+    g = torch.nn.Sequential(torch.nn.Linear(8, 8, bias=False))
+    d = torch.nn.Sequential(torch.nn.Linear(8, 1, bias=False))
+    with otel_flops.track(g, name="generator", energy=False, sklearn=False) as tracker:
+        d(g(torch.randn(4, 8)))
+    report = tracker.report()
+    assert {k: c["flops"] for k, c in report["by_model"].items() if c["flops"]} == {
+        "generator": 2 * 4 * 8 * 8, "Sequential": 2 * 4 * 8 * 1}
+    assert set(report["by_module"]["forward"]) == {"generator:0", "Sequential:0"}

@@ -9,9 +9,15 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 
 import pytest
+import torch
 from conftest import free_port, scrape, wait_for_file
+from prometheus_server import require
+
+import otel_flops
 
 CLI = [sys.executable, "-m", "otel_flops"]
 
@@ -136,3 +142,68 @@ def test_a_command_that_is_not_found_is_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 127
     assert result.stderr.strip() == "otel-flops: cannot run no-such-command-xyz: No such file or directory"
+
+
+@pytest.mark.parametrize("command", ["demo", "calibrate", "stack", "run", "compare"])
+def test_a_bad_flag_shows_the_commands_own_usage(command):
+    result = subprocess.run([*CLI, command, "--bogus", "--", "python", "x.py"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: otel-flops {command} ")
+    assert f"otel-flops {command}: error: unrecognized arguments: --bogus" in result.stderr
+
+
+def test_run_usage_names_every_flag():
+    result = subprocess.run([*CLI, "run"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    usage = result.stderr.splitlines()[0]
+    assert all(flag in usage for flag in ("--report", "--port", "--host", "--mode")), usage
+
+
+@pytest.mark.parametrize("target", ["notahostport", "localhost:0", "localhost:70000", ":9090", "a b:9090"])
+def test_stack_refuses_a_target_that_is_not_host_port(target):
+    result = subprocess.run([*CLI, "stack", "--targets", target], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"argument --targets: {target!r} is not HOST:PORT" in result.stderr
+
+
+def test_stack_removes_its_data_folder_when_it_stops(tmp_path):
+    """Started as test_stack starts it, with TMPDIR pointed at an empty folder: nothing is left there."""
+    require("prometheus")
+    prom, am = free_port(), free_port()
+    proc = subprocess.Popen([*CLI, "stack", "--prometheus-port", str(prom), "--alertmanager-port", str(am),
+                             "--targets", "127.0.0.1:1", "[::1]:9464"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not scrape_ok(f"http://127.0.0.1:{prom}/-/ready"):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.3)
+        assert [p.name for p in tmp_path.iterdir()][0].startswith("otel-flops-stack-")  # it was there
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def scrape_ok(url: str) -> bool:
+    """Whether ``url`` answers 200."""
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(("host", "cause"), [("999.1.1.1", "Name or service not known"),
+                                             ("192.0.2.1", "Cannot assign requested address")])
+def test_a_host_that_cannot_be_bound_names_the_host_fix_not_the_port(monkeypatch, caplog, host, cause):
+    """An unresolvable or foreign bind address is the host's fault: the line says so, and counting goes on."""
+    monkeypatch.setenv("OTEL_FLOPS_ENERGY", "off")
+    with otel_flops.track(serve=True, host=host, port=0) as tracker:
+        torch.ones(2) + 1
+    assert tracker.endpoint is None and tracker.report()["totals"]["flops"] == 2
+    [line] = [r.getMessage() for r in caplog.records if "cannot serve /metrics" in r.getMessage()]
+    assert line.startswith(f"otel-flops: cannot serve /metrics on {host}:0 ({cause}); set "
+                           "OTEL_EXPORTER_PROMETHEUS_HOST or --host to ")
+    assert "PROMETHEUS_PORT" not in line and "--port" not in line

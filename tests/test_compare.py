@@ -12,6 +12,7 @@ import torch
 import otel_flops
 from otel_flops.analysis.workloads import WORKLOADS, train_step
 from otel_flops.commands.cli import main
+from otel_flops.report import human
 
 CLI = [sys.executable, "-m", "otel_flops", "compare"]
 
@@ -72,23 +73,50 @@ def test_estimated_runs_rank_by_bops_and_score_their_accuracy(runs):
     assert rows["fp32"][-1] == "0.9100" and rows["bf16"][-1] == "0.9000"
 
 
+def _measured(report: dict, path, joules: float, grams: float) -> str:
+    """``report`` as if CodeCarbon had measured ``joules`` and ``grams``, saved to ``path``."""
+    measured = dict(report)
+    measured["energy"] = {"available": True, "joules": joules, "by_component": {"cpu": joules},
+                          "emissions_g": grams, "source": "codecarbon-cpu-load"}
+    path.write_text(json.dumps(measured))
+    return str(path)
+
+
 def test_measured_energy_changes_the_greenscore(runs, tmp_path, capsys):
-    out, reports = runs
-    measured = dict(reports["bf16"])
-    measured["energy"] = {"available": True, "joules": 0.004, "by_component": {"cpu": 0.004},
-                          "emissions_g": 1e-7, "source": "codecarbon-cpu-load"}
-    (tmp_path / "bf16.json").write_text(json.dumps(measured))
-    code, stdout, stderr = _main(capsys, str(out / "fp32.json"), str(tmp_path / "bf16.json"), "--accuracy",
-                                 "fp32=0.91", "--accuracy", "bf16=0.9", "--pj-per-flop", "100", "--pue", "1.5",
-                                 "--grid-intensity", "400", "--alpha", "1", "--beta", "0.5")
+    _, reports = runs
+    fp32 = _measured(reports["fp32"], tmp_path / "fp32.json", 0.016, 4e-7)
+    bf16 = _measured(reports["bf16"], tmp_path / "bf16.json", 0.004, 1e-7)
+    code, stdout, stderr = _main(capsys, fp32, bf16, "--accuracy", "fp32=0.91", "--accuracy", "bf16=0.9",
+                                 "--alpha", "1", "--beta", "0.5")
     assert code == 0, stderr
-    grams_fp32 = reports["fp32"]["totals"]["flops"] * 100e-12 * 1.5 / 3.6e6 * 400
-    expected_bf16 = 0.9 * 1.0 * (grams_fp32 / 1e-7) ** 0.5
     rows = _rows(stdout)
     assert list(rows) == ["bf16", "fp32"]
-    assert rows["bf16"][-1] == f"{expected_bf16:.4f}" and rows["fp32"][-1] == "0.9100"
-    assert "0.004 J measured [1]" in stdout and "1e-07 g [1]" in stdout
+    # Equal FLOPs; bf16 emitted 4x less: 0.9 x 1 x 4^0.5.
+    assert rows["bf16"][-1] == "1.8000" and rows["fp32"][-1] == "0.9100"
+    assert "0.004 J measured [1]" in stdout and "1e-07 g [1]" in stdout and "4e-07 g [2]" in stdout
     assert "GreenScore = accuracy x (FLOPs_max/FLOPs)^1 x (CO2_max/CO2)^0.5" in stdout
+    assert "estimated" not in stdout
+
+
+def test_measured_and_estimated_energy_are_never_ranked_together(runs, tmp_path, capsys):
+    """The estimate (85 pJ/FLOP) makes a run look ~20,000x cheaper than the measured one; it must not
+    win FLOP/J or GreenScore against it: each group is ranked and scored on its own."""
+    out, reports = runs
+    bf16 = _measured(reports["bf16"], tmp_path / "bf16.json", 85.0, 0.011)
+    code, stdout, stderr = _main(capsys, str(out / "fp32.json"), bf16, "--accuracy", "fp32=0.8",
+                                 "--accuracy", "bf16=0.9")
+    assert code == 0, stderr
+    rows = _rows(stdout)
+    assert list(rows) == ["bf16", "fp32"]  # measured first, whatever the scores
+    joules = reports["fp32"]["totals"]["flops"] * 85e-12 * 1.2
+    assert "85 J measured [m1]" in stdout and f"{joules:.4g} J estimated [e1]" in stdout
+    flops = reports["fp32"]["totals"]["flops"]
+    assert f"{human(flops / 85.0)} [m1]" in stdout and f"{human(flops / joules)} [e1]" in stdout  # FLOP/J
+    # Alone in its group, each run's GreenScore is its accuracy (the maxima are its own).
+    assert rows["bf16"][-1] == "0.9000" and rows["fp32"][-1] == "0.8000"
+    assert ("energy is measured for bf16 and estimated for fp32: energy, FLOP/J, CO2eq and GreenScore are "
+            "ranked and scored within each group ([m1] among measured, [e1] among estimated), never across them"
+            ) in stdout
 
 
 @pytest.mark.parametrize(

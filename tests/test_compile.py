@@ -5,6 +5,7 @@ are bitwise those of the same compiled run with no session."""
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from torch._dynamo.utils import counters
 from torch.profiler import profile
 
 import otel_flops
+from otel_flops.torch import compiled as compiled_module
 from otel_flops.torch.compiled import measure
 
 VOCAB, WIDTH, STEPS_IN, STEPS_AFTER = 64, 32, 5, 3
@@ -278,4 +280,95 @@ def test_graph_count_draws_no_random_numbers_and_needs_no_device_work() -> None:
     forward, backward = measure(gm, [x])
     assert torch.equal(state, torch.get_rng_state())
     assert sum(t.flops for k, t in forward.items() if k.op == "aten.addmm") == 2 * 3 * 4 * 4
-    assert backward == {}  # x needs no gradient and symbolic_trace keeps the parameters inside
+    assert not backward  # x needs no gradient and symbolic_trace keeps the parameters inside
+
+
+def _hf_model(name: str) -> nn.Module:
+    """Tiny GPT-2 and Llama: GPT-2's GELU reads ``math.pi`` and Llama's rotary embedding reads
+    ``attention_scaling``, both unspecialized floats (0-d tensor inputs) under dynamic=True."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if name == "gpt2":
+        return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    return tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1,
+                                              num_attention_heads=2, num_key_value_heads=1, intermediate_size=32))
+
+
+def _hf_phases(model: nn.Module, run: nn.Module, mode: str) -> dict:
+    """Inference at two sequence lengths, then a training step at each (the loss taken inside the
+    model, which also returns logits and a KV cache that get no gradient)."""
+    g = torch.Generator().manual_seed(1)
+    with otel_flops.track(model, mode=mode, energy=False) as tracker:
+        for length in (12, 16):
+            with torch.no_grad():
+                run(input_ids=torch.randint(0, VOCAB, (2, length), generator=g))
+        for length in (12, 16, 12):
+            ids = torch.randint(0, VOCAB, (2, length), generator=g)
+            run(input_ids=ids, labels=ids).loss.backward()
+            model.zero_grad()
+        report = tracker.report()
+    assert not report["errors"] and report["incomplete"] == []
+    return report["phases"]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_dynamic_hf_models_count_like_eager(name: str) -> None:
+    """dynamic=True: symbolic sizes and scalars are measured per call with the call's values, and an
+    output that gets no gradient (logits, KV cache) adds no gradient accumulation to the backward.
+    aot_eager keeps the test short; Inductor gets the same Dynamo graph (tests above)."""
+    torch._dynamo.reset()
+    model = _hf_model(name)
+    compiled = torch.compile(model, dynamic=True, backend="aot_eager")
+    for mode in ("steady", "full"):  # one compile for both modes
+        eager = _hf_phases(model, model, mode)
+        assert eager["inference"]["flops"] > 0 and eager["backward"]["flops"] > 0
+        assert _hf_phases(model, compiled, mode) == eager, mode
+
+
+class Scaled(nn.Module):
+    """A float attribute and ``math.pi``: Dynamo passes both as 0-d tensors under dynamic=True."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.scale = nn.Linear(8, 8, bias=False), 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * (self.scale * math.sqrt(2 / math.pi))
+
+
+@pytest.mark.parametrize("how", ["dynamic", "mark_dynamic"])
+def test_symbolic_sizes_and_scalars_are_counted_per_call(how: str) -> None:
+    torch._dynamo.reset()
+    model = Scaled()
+    compiled = torch.compile(model, dynamic=True if how == "dynamic" else None)
+    rows = (3, 5, 9)
+    with otel_flops.track(model, mode="full", energy=False) as tracker:
+        with torch.no_grad():
+            for n in rows:
+                x = torch.randn(n, 8)
+                if how == "mark_dynamic":
+                    torch._dynamo.mark_dynamic(x, 0)
+                compiled(x)
+        report = tracker.report()
+    assert not report["errors"] and report["incomplete"] == []
+    assert report["phases"]["inference"]["flops"] == sum(2 * n * 8 * 8 + n * 8 for n in rows)  # mm, mul
+
+
+def test_a_graph_that_cannot_be_measured_makes_the_count_incomplete(monkeypatch, caplog) -> None:
+    def fail(*args: object) -> None:
+        raise RuntimeError("replay failed\n  a long traceback line")
+
+    monkeypatch.setattr(compiled_module, "measure", fail)
+    torch._dynamo.reset()
+    compiled = torch.compile(mlp())
+    with otel_flops.track(compiled, mode="full", energy=False) as tracker:
+        for _ in range(3):
+            compiled(torch.randn(4, 16))
+        report = tracker.report()
+    assert report["incomplete"] == [
+        "3 call(s) of torch.compile graphs were not counted (RuntimeError: replay failed); the graphs ran "
+        "normally (run the model uncompiled to count it, and report the reason)"]
+    assert report["errors"] == {"torch.compile graph": 1}  # measured once: the signature's failure is kept
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile graph failed" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0]

@@ -156,7 +156,7 @@ def test_bad_settings_are_one_line_and_the_script_runs_uncounted(tmp_path, varia
 
 
 def test_track_refuses_a_non_finite_interval_before_starting():
-    with pytest.raises(otel_flops.SettingsError, match=r"energy_interval=inf is out of range"):
+    with pytest.raises(otel_flops.SettingsError, match=r"^track\(energy_interval=inf\) is out of range"):
         otel_flops.track(energy_interval=float("inf"))
     with otel_flops.track(energy=False) as tracker:  # nothing was left running by the refused call
         assert tracker.session.settings.energy_interval == 2.0

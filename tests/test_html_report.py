@@ -22,7 +22,7 @@ BAR_BLUE = np.array([0x4C, 0x72, 0xB0]) / 255  # panel (a)'s bars
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
     reason="Debian's chromium is not installed (make setup installs it; in CI this test must run)",
 )
@@ -54,6 +54,7 @@ def _chromium(page, tmp_path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=90)
 
 
+@needs_chromium
 def test_html_report_renders_in_chromium(run_json, tmp_path):
     path, report = run_json
     page = tmp_path / "out.html"
@@ -100,3 +101,27 @@ def test_report_of_a_bad_file_is_a_one_line_error(tmp_path, capsys):
     expected = "not an otel-flops report (schema None, expected 'otel-flops/report/v1')"
     assert capsys.readouterr().err == f"otel-flops: {bad}: {expected}\n"
     assert not (tmp_path / "o.html").exists()
+
+
+def test_hostile_names_render_escaped_in_the_html_and_the_table(tmp_path, capsys):
+    """A lone surrogate (undecodable bytes), markup, mathtext and a newline in phase and window names:
+    the real ``report --html`` path (matplotlib figure included) writes the page, and the table prints."""
+    names = ["\udcff lone", "<script>alert(1)</script>", "$\\frac{$", "a\nb"]
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 8)
+    with otel_flops.track(model, mode="full", energy=False) as t:
+        for name in names:
+            with otel_flops.phase(name), otel_flops.window(name):
+                model(torch.randn(2, 8))  # addmm: 2 x 2 x 8 x 8 = 256 FLOPs
+    run = tmp_path / "run.json"
+    t.report().save(str(run))
+    page = tmp_path / "out.html"
+    assert main(["report", str(run), "--html", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    for shown in ("\ufffd lone", "&lt;script&gt;alert(1)&lt;/script&gt;", "$\\frac{$", "a\\nb"):
+        assert f"<tr><td>{shown}</td><td>256</td>" in text  # in the phases table and the windows table
+        assert text.count(f"<tr><td>{shown}</td><td>256</td>") == 2
+    assert "<script>" not in text
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "\ufffd lone" in out and "window a\\nb: 256 FLOP" in out

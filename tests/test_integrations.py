@@ -75,11 +75,12 @@ def test_huggingface_logs_the_exact_count_mfu_and_energy(monkeypatch, tmp_path):
     assert [e["step"] for e in steps] == [1, 2, 3] and "train_runtime" in final
     assert all(KEY + "flops" in e for e in history)
     assert steps[0][KEY + "flops"] < steps[1][KEY + "flops"] < steps[2][KEY + "flops"] == final[KEY + "flops"]
-    # The exact count, equal to track()'s per phase, and HF's total_flos replaced by it.
+    # The exact count, equal to track()'s per phase, and HF's total_flos replaced by its training phases'.
     assert final[KEY + "flops"] == expected["totals"]["flops"] > 0
     assert final[KEY + "bops"] == expected["totals"]["bops"]
     assert phases(final) == {p: c["flops"] for p, c in expected["phases"].items()}
-    assert final["total_flos"] == trainer.state.total_flos == expected["totals"]["flops"]
+    training = sum(expected["phases"][p]["flops"] for p in TRAINING_PHASES)
+    assert final["total_flos"] == trainer.state.total_flos == training < expected["totals"]["flops"]
     # MFU: the report's, which is the exact FLOPs at the given peak over the session's seconds.
     mfu = callback.report["mfu"]
     assert final[KEY + "mfu"] == mfu["mfu"]
@@ -109,10 +110,47 @@ def test_huggingface_attaches_once_under_process_wide_counting(monkeypatch, tmp_
         after = tracker.session.ledger.work()[0]
     ours = [[c for c in t.callback_handler.callbacks if isinstance(c, OtelFlopsCallback)] for t in (auto, by_hand)]
     assert [len(c) for c in ours] == [1, 2]
-    assert auto.state.log_history[-1][KEY + "flops"] == auto.state.total_flos == middle - before
-    assert by_hand.state.log_history[-1][KEY + "flops"] == by_hand.state.total_flos == after - middle
+    assert auto.state.log_history[-1][KEY + "flops"] == middle - before
+    assert by_hand.state.log_history[-1][KEY + "flops"] == after - middle
+    for trainer in (auto, by_hand):  # total_flos: the training phases' FLOPs (preprocessing left out)
+        final = trainer.state.log_history[-1]
+        assert trainer.state.total_flos == sum(final[f"{KEY}flops/{p}"] for p in TRAINING_PHASES)
     assert middle - before == after - middle > 0  # the same seeded steps, counted once each
     assert "otel_flops/mfu" not in by_hand.state.log_history[-1]  # no GPU and no OTEL_FLOPS_PEAK_FLOPS
+
+
+def test_huggingface_total_flos_is_training_alone_with_evaluation_on(monkeypatch, tmp_path):
+    """Evaluation after every step (its loss too: grad off, so inference) stays out of total_flos, which
+    equals a run without evaluation's training phases exactly."""
+    monkeypatch.setenv("OTEL_FLOPS_ENERGY", "off")
+    callback = OtelFlopsCallback()
+    trainer = hf_trainer(tmp_path, [callback], evaluate=True)
+    trainer.train()
+    expected = reference(lambda: hf_trainer(tmp_path).train(), monkeypatch)
+    phases_run = callback.report["phases"]
+    assert phases_run["inference"]["flops"] > 0  # 3 evaluations ran and were counted
+    training = sum(expected["phases"][p]["flops"] for p in TRAINING_PHASES)
+    assert trainer.state.total_flos == training == sum(phases_run[p]["flops"] for p in TRAINING_PHASES)
+    assert trainer.state.total_flos < callback.report["totals"]["flops"]
+
+
+def test_huggingface_mfu_is_of_training_in_a_session_started_long_before(monkeypatch, tmp_path):
+    """Joining a session that ran 2 s before training: MFU, FLOP/s and the report's seconds are training's."""
+    monkeypatch.setenv("OTEL_FLOPS_ENERGY", "off")
+    monkeypatch.setenv("OTEL_FLOPS_PEAK_FLOPS", str(PEAK))
+    callback = OtelFlopsCallback()
+    with otel_flops.track():
+        trainer = hf_trainer(tmp_path, [callback])
+        time.sleep(2.0)
+        began = time.monotonic()
+        trainer.train()
+        training_seconds = time.monotonic() - began
+    final = trainer.state.log_history[-1]
+    seconds = callback.report["mfu"]["seconds"]
+    assert 0 < seconds <= training_seconds  # the session's 2 s before training are not in it
+    assert final[KEY + "mfu"] == pytest.approx(final[KEY + "flops"] / PEAK / seconds, rel=1e-9)
+    assert final[KEY + "mfu"] > final[KEY + "flops"] / PEAK / training_seconds
+    assert final[KEY + "flops_per_second"] > final[KEY + "flops"] / (training_seconds + 1.0)
 
 
 NO_CODE_SCRIPT = """
@@ -135,7 +173,8 @@ def test_otel_flops_run_attaches_the_callback_with_no_code_change(tmp_path):
     history = json.loads(line.removeprefix("HISTORY "))
     final = json.loads(report.read_text())
     # The script does no counted work outside training, so the whole run's report is the training's.
-    assert history[-1][KEY + "flops"] == history[-1]["total_flos"] == final["totals"]["flops"] > 0
+    assert history[-1][KEY + "flops"] == final["totals"]["flops"] > 0
+    assert history[-1]["total_flos"] == sum(final["phases"][p]["flops"] for p in TRAINING_PHASES)
     assert phases(history[-1]) == {p: c["flops"] for p, c in final["phases"].items()}
     assert sum(KEY + "flops" in e for e in history) == 4  # 3 steps and the train metrics, one set each
 
@@ -218,6 +257,25 @@ def test_lightning_logs_the_exact_count_to_its_loggers(package, monkeypatch):
     assert not {KEY + "mfu", KEY + "joules", KEY + "flops_per_joule"} & final.keys()  # no peak, no energy
     assert final[KEY + "flops_per_second"] > 0
     assert otel_flops.session.active() is None
+
+
+def test_lightning_mfu_is_of_training_in_a_session_started_long_before(monkeypatch):
+    pytest.importorskip("lightning")
+    from otel_flops.integrations.lightning import OtelFlopsCallback as LightningCallback
+
+    monkeypatch.setenv("OTEL_FLOPS_ENERGY", "off")
+    monkeypatch.setenv("OTEL_FLOPS_PEAK_FLOPS", str(PEAK))
+    logger, callback = memory_logger("lightning.pytorch"), LightningCallback()
+    with otel_flops.track():
+        time.sleep(2.0)
+        began = time.monotonic()
+        lightning_run("lightning.pytorch", [callback], logger)
+        training_seconds = time.monotonic() - began
+    final = logger.history[-1]
+    seconds = callback.report["mfu"]["seconds"]
+    assert 0 < seconds <= training_seconds  # the session's 2 s before training are not in it
+    assert final[KEY + "mfu"] == pytest.approx(final[KEY + "flops"] / PEAK / seconds, rel=1e-9)
+    assert final[KEY + "mfu"] > final[KEY + "flops"] / PEAK / training_seconds
 
 
 def test_lightning_attaches_once_under_process_wide_counting(monkeypatch):

@@ -113,6 +113,27 @@ def test_functional_loss_inside_forward_counts_as_loss(mode):
     assert phases["loss"]["flops"] == tracker.report()["by_op"]["aten.mse_loss"]["flops"] > 0
 
 
+def test_a_loss_with_grad_off_is_evaluation_work():
+    """An evaluation's loss (grad off: no backward can follow), inside the forward (an HF model given
+    labels) or through a loss module after it, is ``inference``: the training phases hold training's
+    work alone (a Trainer's ``total_flos``). The same calls with grad on split the same FLOPs exactly
+    into forward and loss."""
+    model, criterion = _gpt2(), nn.CrossEntropyLoss()
+    ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+
+    def phases(grad: bool) -> dict[str, int]:
+        # Full mode: steady mode over-counts a loss after the session's last no-grad forward (phase aside).
+        with otel_flops.track(mode="full", energy=False) as tracker, torch.set_grad_enabled(grad):
+            for _ in range(2):
+                model(ids, labels=ids)
+                criterion(model(ids).logits.flatten(0, 1), ids.flatten())
+        return {p: c["flops"] for p, c in tracker.report()["phases"].items() if c["flops"]}
+
+    training, evaluation = phases(grad=True), phases(grad=False)
+    assert set(training) == {"forward", "loss"} and training["loss"] > 0
+    assert evaluation == {"inference": training["forward"] + training["loss"]}
+
+
 def test_loss_functions_are_restored_after_the_session():
     before = F.cross_entropy
     with otel_flops.track(energy=False):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from test_energy_nvml import nvml  # noqa: F401  (the NVML stand-in fixture)
@@ -42,8 +44,8 @@ def test_each_launchers_variables_give_the_rank(env, rank):
 def test_a_bad_rank_variable_is_one_line_naming_it():
     with pytest.raises(SettingsError) as raised:
         load({"SLURM_PROCID": "one", "SLURM_NTASKS": "2"})
-    assert str(raised.value) == ("SLURM_PROCID='one' is not a whole number >= 0; fix the launcher's variable or "
-                                 "unset it")
+    assert str(raised.value) == ("SLURM_PROCID='one' is not a whole number >= 0 (or -1 for none); fix the "
+                                 "launcher's variable or unset it")
 
 
 @pytest.mark.parametrize(
@@ -134,3 +136,56 @@ def test_a_missing_file_sd_directory_is_one_line(tmp_path):
     with pytest.raises(SettingsError) as raised:
         load({"OTEL_FLOPS_FILE_SD_DIR": str(tmp_path / "nope")})
     assert "OTEL_FLOPS_FILE_SD_DIR" in str(raised.value) and "create it" in str(raised.value)
+
+
+@pytest.mark.parametrize("env", [{"LOCAL_RANK": "-1"}, {"LOCAL_RANK": "-1", "RANK": "-1", "WORLD_SIZE": "-1"},
+                                 {"LOCAL_RANK": "", "WORLD_SIZE": "2"}, {"SLURM_LOCALID": "-1", "SLURM_NTASKS": "1"}])
+def test_minus_one_or_empty_means_not_distributed(env):
+    assert ranks.from_env(env) is None
+    assert load(env).rank is None
+
+
+@pytest.mark.parametrize(
+    ("env", "rank", "line"),
+    [
+        ({"RANK": "3", "WORLD_SIZE": "2"}, None, "RANK=3 is not below WORLD_SIZE=2"),
+        ({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}, {"local_rank": 1, "world_size": 2},
+         "RANK=3 is not below WORLD_SIZE=2"),
+        ({"RANK": "1", "LOCAL_RANK": "4", "WORLD_SIZE": "2"}, {"rank": 1, "local_rank": 1, "world_size": 2},
+         "LOCAL_RANK=4 is not below WORLD_SIZE=2"),
+        ({"SLURM_PROCID": "2", "SLURM_LOCALID": "2", "SLURM_NTASKS": "2"}, None,
+         "SLURM_PROCID=2 and SLURM_LOCALID=2 is not below SLURM_NTASKS=2"),
+    ],
+)
+def test_inconsistent_rank_variables_are_one_line_and_the_consistent_rest_counts(env, rank, line, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.setattr("otel_flops.settings._told", set())
+    assert load(env).rank == rank
+    assert ranks.from_env(env) == rank
+    assert capsys.readouterr().err.splitlines() == [
+        f"otel-flops: {line}; ignored (fix the launcher's variables); counting goes on with the rest"]
+
+
+def test_a_run_with_local_rank_minus_one_counts(tmp_path):
+    """LOCAL_RANK=-1 (Hugging Face's 'not distributed') under `otel-flops run`: counted, one report."""
+    script, report = tmp_path / "s.py", tmp_path / "r.json"
+    script.write_text("import torch\ntorch.ones(3) + 1\n")
+    result = subprocess.run([sys.executable, "-m", "otel_flops", "run", "--port", "0", "--report", str(report), "--",
+                             "python", str(script)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "LOCAL_RANK": "-1", "OTEL_FLOPS_ENERGY": "off"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["totals"]["flops"] == 3
+
+
+def test_inconsistent_rank_variables_under_run_are_one_line_and_counted(tmp_path):
+    """`otel-flops run` and the script it starts both read the variables: the line is printed once."""
+    script, report = tmp_path / "s.py", tmp_path / "r.json"
+    script.write_text("import torch\ntorch.ones(3) + 1\n")
+    result = subprocess.run([sys.executable, "-m", "otel_flops", "run", "--port", "0", "--report", str(report), "--",
+                             "python", str(script)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "RANK": "3", "WORLD_SIZE": "2", "OTEL_FLOPS_ENERGY": "off"})
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "RANK=3" in line] == [
+        "otel-flops: RANK=3 is not below WORLD_SIZE=2; ignored (fix the launcher's variables); counting goes on "
+        "with the rest"]
+    assert json.loads(report.read_text())["totals"]["flops"] == 3

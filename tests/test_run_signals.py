@@ -182,3 +182,23 @@ def test_the_temporary_report_is_removed_and_rank_reports_copied(tmp_path):
     assert json.loads((tmp_path / "run.rank1.json").read_text())["totals"]["flops"] == 4
     assert not (tmp_path / "run.json").exists()
     assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("otel-flops")]
+
+
+@pytest.mark.parametrize(("ending", "code", "line"), [
+    ("os._exit(5)", 5, "otel-flops: the program ended before writing its report (exited with status 5 without "
+                       "running its exit handlers, as os._exit does), or it never started counting"),
+    ("os.kill(os.getpid(), signal.SIGKILL)", -signal.SIGKILL,
+     "otel-flops: the program ended before writing its report (killed by signal 9, SIGKILL)"),
+    ("os.kill(os.getpid(), signal.SIGSEGV)", -signal.SIGSEGV,
+     "otel-flops: the program ended before writing its report (killed by signal 11, SIGSEGV)"),
+    ("pass", 0, "otel-flops: the program wrote no report (it did not start torch counting)"),
+])
+def test_a_missing_report_is_explained_by_how_the_program_ended(tmp_path, ending, code, line):
+    """The line says what cut the program short, from its exit status, not 'it did not start counting'."""
+    script = tmp_path / "end.py"
+    script.write_text(f"import os, signal, torch\ntorch.ones(2) + 1\n{ending}\n")
+    cmd = ["true"] if code == 0 else ["python", str(script)]  # `true`: a program that never counts
+    result = subprocess.run([*CLI, "--port", "0", "--", *cmd], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OTEL_FLOPS_ENERGY": "off"})
+    assert result.returncode == code
+    assert line in result.stderr.splitlines()

@@ -10,7 +10,9 @@ A run whose report has no measured energy gets the FLOPs-to-CO2 estimate of the 
 joules = FLOPs x energy per FLOP x PUE, grams = kWh x grid intensity. Defaults: 85 pJ/FLOP (the
 middle of the 75-95 pJ/FLOP it quotes for ML accelerators; a real GPU at full use does about
 1 pJ/FLOP, so set it for your hardware), PUE 1.2, 475 g CO2eq/kWh (the IEA world average).
-Measured runs keep their own joules and emissions; the table marks which is which.
+Measured runs keep their own joules and emissions; the table marks which is which. An estimate is no
+measurement (85 pJ/FLOP can be 100x off a real device either way), so when the runs mix the two, energy,
+FLOP/J, CO2eq and GreenScore are ranked and scored within each group (``[m1]``, ``[e1]``), never across.
 """
 
 from __future__ import annotations
@@ -109,13 +111,20 @@ def load(path: str, estimate: Estimate) -> Run:
     return Run(Path(path).stem, flops, bops, joules, estimate.grams(joules), measured=False)
 
 
+def groups(runs: list[Run]) -> list[list[Run]]:
+    """The runs with measured energy, then those with estimated energy (empty groups left out):
+    energy figures compare only within a group."""
+    return [g for g in ([r for r in runs if r.measured], [r for r in runs if not r.measured]) if g]
+
+
 def score(runs: list[Run], alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA) -> None:
-    """Fill in the GreenScore of every run that has an accuracy."""
-    flops_max = max(r.flops for r in runs)
-    grams_max = max(r.grams for r in runs)
-    for r in runs:
-        if r.accuracy is not None:
-            r.green_score = r.accuracy * (flops_max / r.flops) ** alpha * (grams_max / r.grams) ** beta
+    """Fill in the GreenScore of every run that has an accuracy, against the maxima of its own group."""
+    for group in groups(runs):
+        flops_max = max(r.flops for r in group)
+        grams_max = max(r.grams for r in group)
+        for r in group:
+            if r.accuracy is not None:
+                r.green_score = r.accuracy * (flops_max / r.flops) ** alpha * (grams_max / r.grams) ** beta
 
 
 def _ranks(runs: list[Run], key: Callable[[Run], float], reverse: bool = False) -> dict[str, int]:
@@ -124,16 +133,28 @@ def _ranks(runs: list[Run], key: Callable[[Run], float], reverse: bool = False) 
     return {r.name: values.index(key(r)) + 1 for r in runs}
 
 
+def _energy_ranks(runs: list[Run], key: Callable[[Run], float], reverse: bool = False) -> dict[str, str]:
+    """Ranks within each energy group; prefixed ``m`` or ``e`` when both groups are present."""
+    mixed = len(groups(runs)) > 1
+    out = {}
+    for group in groups(runs):
+        prefix = ("m" if group[0].measured else "e") if mixed else ""
+        out.update({name: f"{prefix}{rank}" for name, rank in _ranks(group, key, reverse).items()})
+    return out
+
+
 def table(runs: list[Run]) -> str:
-    """Runs ordered by GreenScore (then by FLOPs); each metric carries its rank in brackets."""
+    """Runs ordered by energy group (measured first), then GreenScore, then FLOPs; each metric carries its
+    rank in brackets (energy-based ones within the run's group)."""
     ranks = {
         "flops": _ranks(runs, lambda r: r.flops),
         "bops": _ranks(runs, lambda r: r.bops),
-        "joules": _ranks(runs, lambda r: r.joules),
-        "fpj": _ranks(runs, lambda r: r.flops_per_joule, reverse=True),
-        "grams": _ranks(runs, lambda r: r.grams),
+        "joules": _energy_ranks(runs, lambda r: r.joules),
+        "fpj": _energy_ranks(runs, lambda r: r.flops_per_joule, reverse=True),
+        "grams": _energy_ranks(runs, lambda r: r.grams),
     }
-    ordered = sorted(runs, key=lambda r: (-(r.green_score if r.green_score is not None else -1.0), r.flops))
+    ordered = sorted(runs, key=lambda r: (not r.measured, -(r.green_score if r.green_score is not None else -1.0),
+                                          r.flops))
     headers = ("run", "FLOPs", "BOPs", "energy", "FLOP/J", "CO2eq", "accuracy", "GreenScore")
     rows = []
     for r in ordered:
@@ -153,6 +174,11 @@ def table(runs: list[Run]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.append("[n] = rank: 1 is fewest FLOPs, BOPs, joules and grams, and most FLOP/J")
+    if len(groups(runs)) > 1:
+        measured, estimated = ([r.name for r in g] for g in groups(runs))
+        lines.append(f"energy is measured for {', '.join(measured)} and estimated for {', '.join(estimated)}: "
+                     "energy, FLOP/J, CO2eq and GreenScore are ranked and scored within each group "
+                     "([m1] among measured, [e1] among estimated), never across them")
     return "\n".join(lines)
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..report import human
+from ..report import display, human
+
+CELL_WIDTH = 200  # a longer name is cut in the page (the JSON keeps it whole)
+FIGURE_PHASES = 12  # the phases with the most FLOPs that the figure draws
 
 STYLE = """
 body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -22,20 +26,25 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%}
 """
 
 
+def esc(value: object) -> str:
+    """Any string of a report as HTML text: escaped, lone surrogates replaced, at most CELL_WIDTH long."""
+    return html.escape(display(value, CELL_WIDTH))
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "") -> str:
-    ident = f' id="{html.escape(table_id)}"' if table_id else ""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    ident = f' id="{esc(table_id)}"' if table_id else ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table{ident}><tr>{head}</tr>{body}</table>"
 
 
 def png_tag(png: bytes, alt: str) -> str:
-    return f'<img id="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    return f'<img id="figure" alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{body}</body></html>\n")
 
 
 def _share(part: int, whole: int) -> str:
@@ -43,15 +52,21 @@ def _share(part: int, whole: int) -> str:
 
 
 def phase_figure(report: dict) -> bytes:
-    """FLOPs and BOPs per phase, side by side (BOPs on a log axis, as in the paper's Figure 2)."""
+    """FLOPs and BOPs per phase, side by side (BOPs on a log axis, as in the paper's Figure 2): the
+    FIGURE_PHASES phases with the most FLOPs, their names made plain text for matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    names = list(report["phases"]) or ["none"]
-    flops = [report["phases"].get(n, {}).get("flops", 0) for n in names]
-    bops = [report["phases"].get(n, {}).get("bops", 0) for n in names]
+    phases = report["phases"]
+    names = sorted(phases, key=lambda n: -phases[n].get("flops", 0))[:FIGURE_PHASES] or ["none"]
+    flops = [phases.get(n, {}).get("flops", 0) for n in names]
+    bops = [phases.get(n, {}).get("bops", 0) for n in names]
+    labels: list[str] = []
+    for n in names:  # bar() merges equal labels: two names cut to the same text get their position
+        labels.append(_label(n) if _label(n) not in labels else f"{_label(n)} #{len(labels) + 1}")
+    names = labels
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.bar(names, flops, color="#4c72b0")
     a.set_title("(a) FLOPs by phase")
@@ -60,8 +75,16 @@ def phase_figure(report: dict) -> bytes:
     b.set_title("(b) BOPs by phase (log)")
     for ax in (a, b):
         ax.tick_params(axis="x", labelrotation=20)
-    fig.tight_layout()
-    return save_png(fig)
+    with warnings.catch_warnings():  # a glyph the font lacks (an emoji in a name) is drawn as a box
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        return save_png(fig)
+
+
+def _label(name: str) -> str:
+    """A short tick label that matplotlib draws as it is: no surrogates (its font code rejects them), and
+    ``$`` escaped so it is not read as mathtext."""
+    return display(name, 24).replace("$", r"\$")
 
 
 def save_png(fig: Any) -> bytes:
@@ -77,7 +100,7 @@ def energy_section(report: dict) -> str:
     energy, eff = report.get("energy") or {}, report.get("efficiency") or {}
     if not energy.get("available"):
         reason = energy.get("reason", "not in this report")
-        return f"<h2>Energy and efficiency</h2><p id='efficiency'>Energy unavailable: {html.escape(reason)}.</p>"
+        return f"<h2>Energy and efficiency</h2><p id='efficiency'>Energy unavailable: {esc(reason)}.</p>"
     rows = [
         ("energy", f"{energy['joules']:.3f} J", energy.get("source", "")),
         ("emissions", f"{energy.get('emissions_g') or 0:.4g} g CO2eq", ""),
@@ -89,7 +112,7 @@ def energy_section(report: dict) -> str:
 
 
 def module_section(report: dict, top: int = 20) -> str:
-    """The ``top`` (module, phase) entries of ``by_module`` by FLOPs."""
+    """The ``top`` (model:module, phase) entries of ``by_module`` by FLOPs."""
     by_module, whole = report.get("by_module") or {}, report["totals"]["flops"]
     entries = sorted(((c["flops"], c["bops"], phase, path) for phase, paths in by_module.items()
                       for path, c in paths.items() if c["flops"]), reverse=True)[:top]
@@ -97,7 +120,7 @@ def module_section(report: dict, top: int = 20) -> str:
         return ""
     rows = [(path, phase, f"{flops:,}", f"{bops:,}", _share(flops, whole)) for flops, bops, phase, path in entries]
     return (f"<h2>By module (top {len(rows)})</h2>"
-            + table(("module", "phase", "FLOPs", "BOPs", "share of FLOPs"), rows, "modules"))
+            + table(("model:module", "phase", "FLOPs", "BOPs", "share of FLOPs"), rows, "modules"))
 
 
 def windows_section(report: dict) -> str:
@@ -121,7 +144,7 @@ def render(report: dict, title: str = "otel-flops report") -> str:
     ops = [(op, f"{c['flops']:,}", f"{c['bops']:,}", c.get("calls", ""))
            for op, c in list(report["by_op"].items())[:10]]
     body = (
-        f"<p>{html.escape(report.get('mode', '?'))} mode, {report.get('steps', 0)} optimizer steps, "
+        f"<p>{esc(report.get('mode', '?'))} mode, {report.get('steps', 0)} optimizer steps, "
         f"total {human(total['flops'], 'FLOP')}, {human(total['bops'], 'BOP')}</p>"
         + png_tag(phase_figure(report), "FLOPs and BOPs by phase")
         + "<h2>Phases</h2>" + table(("phase", "FLOPs", "BOPs", "share of FLOPs"), phases, "phases")
@@ -137,5 +160,5 @@ def render(report: dict, title: str = "otel-flops report") -> str:
 def write(report: dict, path: str | Path, title: str = "otel-flops report") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(report, title))
+    path.write_text(render(report, title), encoding="utf-8")
     return path

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 from .. import __version__, signals
 from .. import report as report_mod
 from ..analysis.compare import CompareError
-from ..settings import MODES, Settings, SettingsError, load_or_tell
+from ..settings import MODES, Settings, SettingsError, is_host, load_or_tell, told
 from .extras import MissingExtra, require
 from .stack import DEPLOY, StackError
 
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     _progress_flag(calibrate)
 
     stack = sub.add_parser("stack", help="run Prometheus and Alertmanager on loopback with the shipped configs")
-    stack.add_argument("--targets", nargs="+", default=["127.0.0.1:9464"], metavar="HOST:PORT",
+    stack.add_argument("--targets", nargs="+", type=_host_port, default=["127.0.0.1:9464"], metavar="HOST:PORT",
                        help="exporters to scrape (default 127.0.0.1:9464)")
     stack.add_argument("--prometheus-port", type=_port, default=9090)
     stack.add_argument("--alertmanager-port", type=_port, default=9093)
@@ -54,11 +55,20 @@ def _parser() -> argparse.ArgumentParser:
                        help="the deploy/ folder (default: the one shipped with otel-flops, %(default)s)")
 
     run = sub.add_parser("run", help="run a script with torch counted, no code change",
-                         usage="otel-flops run [--report FILE] [--port N] [--mode M] -- python script.py ARGS")
+                         usage="otel-flops run [--report FILE] [--port N] [--host H] [--mode M] "
+                               "-- python script.py ARGS")
     _exporter_flags(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
     _analysis_parsers(sub)
+    _own_usage(sub)
     return parser
+
+
+def _own_usage(sub: argparse._SubParsersAction) -> None:
+    """Each command records its parser (``args.command_parser``, the innermost one wins), so that a usage
+    error after parsing (an unknown flag, ``run`` with no command) shows that command's usage."""
+    for command_parser in sub.choices.values():
+        command_parser.set_defaults(command_parser=command_parser)
 
 
 def _analysis_parsers(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +78,7 @@ def _analysis_parsers(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="reproduce a published evaluation")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     paper = bench_sub.add_parser("paper", help="the seed paper's Table 2, Figure 2 and phase decomposition")
+    paper.set_defaults(command_parser=paper)
     paper.add_argument("--quick", action="store_true", help="small batches, for CI (about 10 s on 2 idle CPU cores)")
     paper.add_argument("--device", type=_torch_device, default="cpu", help="torch device (default cpu)")
     paper.add_argument("--out", default="paper-run", metavar="DIR", help="output folder (default paper-run)")
@@ -210,6 +221,15 @@ def _non_negative(text: str) -> int:
     return _int_arg(text, 0, "value")
 
 
+def _host_port(text: str) -> str:
+    """A scrape target, HOST:PORT (an IPv6 host in brackets), as Prometheus takes it."""
+    host, colon, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not (colon and port.isdigit() and 0 < int(port) <= 65535 and is_host(host)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT with a port 1-65535 (e.g. 127.0.0.1:9464)")
+    return text
+
+
 def _port(text: str) -> int:
     value = _int_arg(text, 0, "port")
     if value > 65535:
@@ -245,22 +265,38 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             OTEL_FLOPS_MODE=settings.mode,
             OTEL_EXPORTER_PROMETHEUS_HOST=settings.host,
             OTEL_EXPORTER_PROMETHEUS_PORT=str(settings.port),
+            OTEL_FLOPS_TOLD=told(),
             PYTHONPATH=os.pathsep.join(filter(None, [str(BOOTSTRAP), env.get("PYTHONPATH")])),
         )
-        code = _launch(cmd, env, then=lambda: _deliver(report_path, destination))
+        code = _launch(cmd, env, then=lambda code: _deliver(report_path, destination, code))
     return signals.exit_status(code)
 
 
-def _launch(cmd: list[str], env: dict[str, str], then: Callable[[], None] = lambda: None) -> int:
-    """Run ``cmd``, then ``then``: its return code (negative: killed by that signal), or 126 or 127, as a
-    shell gives, when it cannot be started (then ``then`` is not called)."""
+def _launch(cmd: list[str], env: dict[str, str], then: Callable[[int], None] = lambda code: None) -> int:
+    """Run ``cmd``, then ``then`` with its return code: that code (negative: killed by that signal), or
+    126 or 127, as a shell gives, when it cannot be started (then ``then`` is not called)."""
     try:
         code = signals.run(cmd, env)
     except OSError as exc:
         print(f"otel-flops: cannot run {cmd[0]}: {exc.strerror or exc}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126
-    then()
+    then(code)
     return code
+
+
+def _no_report(code: int) -> str:
+    """Why the program wrote no report, from its return code: a report is written at any normal exit
+    (and on SIGTERM/SIGHUP), so a signal or a nonzero status without one means it was cut short."""
+    if code < 0:
+        try:
+            name = f", {signal.Signals(-code).name}"
+        except ValueError:
+            name = ""
+        return f"the program ended before writing its report (killed by signal {-code}{name})"
+    if code > 0:
+        return (f"the program ended before writing its report (exited with status {code} without running its "
+                "exit handlers, as os._exit does), or it never started counting")
+    return "the program wrote no report (it did not start torch counting)"
 
 
 def _unwritable(path: Path) -> str | None:
@@ -279,14 +315,14 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
-def _deliver(written: Path, destination: Path | None) -> None:
+def _deliver(written: Path, destination: Path | None, code: int) -> None:
     """Print each report the script wrote (one per rank, and one of the process that started
-    them, if it counted) and copy it to ``destination``."""
-    ranks = sorted(written.parent.glob(f"{written.stem}.rank*.json")) + sorted(
+    them, if it counted) and copy it to ``destination``; ``code`` (the script's) says why there is none."""
+    per_rank = sorted(written.parent.glob(f"{written.stem}.rank*.json")) + sorted(
         written.parent.glob(f"{written.stem}.local*.json"))
-    reports = [written, *ranks] if written.exists() else ranks
+    reports = [written, *per_rank] if written.exists() else per_rank
     if not reports:
-        print("otel-flops: the program wrote no report (it did not start torch counting)", file=sys.stderr)
+        print(f"otel-flops: {_no_report(code)}", file=sys.stderr)
     for path in reports:
         text = path.read_text()
         try:
@@ -316,7 +352,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-# Each command's handler; `run` also needs the parser for its usage errors.
+# Each command's handler; `run` also needs its parser for its usage errors.
 COMMANDS = {
     "run": _run,
     "calibrate": lambda args, parser: _calibrate(args),
@@ -330,10 +366,12 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's own check would show the top-level usage, not the command's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return COMMANDS[args.command](args, parser)
+        return COMMANDS[args.command](args, args.command_parser)
     except (SettingsError, CompareError, StackError, MissingExtra) as exc:
         print(f"otel-flops: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import torch
 from .. import track
 from ..analysis.workloads import WORKLOADS, train_step
 from ..progress import bar
+from ..settings import Settings
 from .extras import missing
 
 # Per-workload batch sizes: small on CPU so the demo takes seconds, the paper's on GPU.
@@ -20,6 +21,7 @@ def run_demo(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     overrides = {"port": args.port, "host": args.host, "mode": args.mode}
+    Settings().with_overrides(**overrides)  # a bad flag is one line naming the flag, not track()'s keyword
     with track(serve=True, **overrides) as tracker:
         if tracker.endpoint:
             print(f"otel-flops demo: metrics at {tracker.endpoint.url}")

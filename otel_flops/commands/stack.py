@@ -2,7 +2,7 @@
 
 For users without Docker: it runs Debian's (or any) prometheus and alertmanager binaries in the
 foreground, with deploy/'s rules and Alertmanager config, targets rewritten from the compose
-network to loopback, and data in a temporary folder, until Ctrl-C.
+network to loopback, and data in a temporary folder (removed at exit), until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -57,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
         raise StackError(f"no deploy configs in {deploy} (no prometheus/prometheus.yml); pass --deploy pointing at "
                          f"a deploy/ folder like the one shipped in {DEPLOY}")
     prometheus, alertmanager = find("prometheus"), find("alertmanager")
-    work = Path(tempfile.mkdtemp(prefix="otel-flops-stack-"))
+    with tempfile.TemporaryDirectory(prefix="otel-flops-stack-", ignore_cleanup_errors=True) as work:
+        return _serve(Path(work), deploy, prometheus, alertmanager, args)
+
+
+def _serve(work: Path, deploy: Path, prometheus: str, alertmanager: str, args: argparse.Namespace) -> int:
+    """Run both servers with their data in ``work`` (removed when they stop) until Ctrl-C or SIGTERM."""
     am_address = f"127.0.0.1:{args.alertmanager_port}"
     config = prometheus_config(deploy, args.targets, am_address)
     (work / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
                           f"--web.listen-address=127.0.0.1:{args.prometheus_port}"]),
     ]
     print(f"otel-flops stack: Prometheus http://127.0.0.1:{args.prometheus_port} (scraping "
-          f"{', '.join(args.targets)}), Alertmanager http://{am_address}; data in {work}; Ctrl-C stops both",
+          f"{', '.join(args.targets)}), Alertmanager http://{am_address}; data in {work} (removed when they stop); "
+          "Ctrl-C stops both",
           flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

@@ -7,10 +7,12 @@ Training is counted in a session of its own (or the active one: ``otel-flops run
 metrics of ``TrainingRun.metrics`` (``otel_flops/flops``, ``otel_flops/flops_per_second``,
 ``otel_flops/mfu``, ``otel_flops/joules``, ...): they are added to the logs before the Trainer
 stores them, so they reach ``state.log_history`` and every ``report_to`` integration, whatever
-the callbacks' order. ``state.total_flos`` (HF's estimate, 6 x non-embedding parameters x tokens)
-becomes the exact count: ``Trainer.store_flos`` is given the
-FLOPs counted since it last ran instead of the estimate, and sums them over ranks as it does its
-own. A resumed run keeps the ``total_flos`` of its checkpoint and adds this run's count.
+the callbacks' order. ``state.total_flos`` (HF's estimate, 6 x non-embedding parameters x tokens,
+of training alone) becomes the exact count of training: ``Trainer.store_flos`` is given the FLOPs
+of the training phases (forward, loss, backward, optimizer) counted since it last ran instead of
+the estimate, and sums them over ranks as it does its own; evaluation during training (the
+inference phase) and data preprocessing are left out, as HF leaves them out of its own. A resumed
+run keeps the ``total_flos`` of its checkpoint and adds this run's count.
 
 The Trainer's ``log``, ``store_flos`` and ``train`` are wrapped once, at the import of this module
 or of ``transformers.trainer``, whichever is later; they act only for a Trainer that holds this
@@ -69,10 +71,10 @@ class OtelFlopsCallback(TrainerCallback):
 
     @contained("huggingface callback (total_flos)", "total_flos keeps the Trainer's estimate")
     def flops_to_store(self) -> int | None:
-        """FLOPs counted since the last call (for ``Trainer.current_flos``), or None when idle."""
+        """Training-phase FLOPs counted since the last call (for ``Trainer.current_flos``), or None when idle."""
         if self.run is None:
             return None
-        flops = self.run.flops()
+        flops = self.run.training_flops()
         delta, self._stored = flops - self._stored, flops
         return delta
 

@@ -3,8 +3,9 @@
 The trainer integrations (``huggingface``, ``lightning``) start a ``TrainingRun`` when training
 starts and end it when training ends. It starts a session of its own (``otel_flops.track()``), or,
 where one is already active (``otel-flops run``, ``opentelemetry-instrument``, an enclosing
-``track()``), joins it and measures from the moment training started. Every figure comes from the
-session's report (``Session.report``), so what a trainer logs and what the report says agree.
+``track()``), joins it with a nested ``track()``, whose report is the work, seconds and joules from
+the moment training started. Every figure comes from that report, so what a trainer logs (MFU,
+FLOP/s, joules included) is training's own span, however long the session ran before.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 PREFIX = "otel_flops/"  # the logged keys' namespace (W&B and TensorBoard group by the part before "/")
+TRAINING_PHASES = ("forward", "loss", "backward", "optimizer")  # a training step's work: what total_flos counts
 
 
 class TrainingRun:
@@ -24,11 +26,11 @@ class TrainingRun:
     _open: TrainingRun | None = None
     _lock = threading.Lock()
 
-    def __init__(self, tracker: Any, owned: bool, base: dict[str, Any]) -> None:
+    def __init__(self, tracker: Any) -> None:
         self.report: dict[str, Any] | None = None  # the report the latest metrics came from
+        # track(): its own session (ended with the run), or a nested one in the session it joined
+        # (its report is the run's span)
         self._tracker = tracker
-        self._owned = owned  # the run started the session, so it ends it
-        self._base = base  # the joined session's figures when training started ({} for a session of our own)
         self._started = time.monotonic()
 
     @classmethod
@@ -37,64 +39,56 @@ class TrainingRun:
         (OTEL_SDK_DISABLED=true or a bad setting: one line on stderr said so)."""
         import otel_flops
 
-        from ..session import active
-
         with cls._lock:
             if cls._open is not None:
                 return None
-            owned = active() is None
             tracker = otel_flops.track()
             if getattr(tracker.session, "off", None):
                 return None
-            try:
-                base = {} if owned else _figures(tracker.session.report())
-            except Exception:
-                if owned:
-                    tracker.__exit__(None, None, None)
-                raise
-            cls._open = cls(tracker, owned, base)
+            cls._open = cls(tracker)
             return cls._open
 
     @property
     def session(self) -> Any:
         return self._tracker.session
 
-    def flops(self) -> int:
-        """FLOPs counted since the run began (the session's running total, ``Ledger.work``)."""
-        return self.session.ledger.work()[0] - self._base.get("flops", 0)
+    def training_flops(self) -> int:
+        """FLOPs of the training phases (forward, loss, backward, optimizer) since the run began: HF's
+        ``total_flos`` counts training work, so evaluation (inference) and preprocessing stay out."""
+        return sum(t.flops for key, t in self._tracker.counts().items() if key.phase in TRAINING_PHASES)
 
     def metrics(self) -> dict[str, float]:
         """The run so far, as a trainer logs it (keys under ``otel_flops/``):
 
         - ``flops``, ``bops``: FLOPs and BOPs since training began (integers); ``flops/<phase>`` per phase;
         - ``flops_per_second``: those FLOPs over the wall seconds since training began (FLOP/s);
-        - ``mfu``: the session's model FLOP utilisation (the report's ``mfu.mfu``), only where a
-          peak is known (a GPU in the peak table, or OTEL_FLOPS_PEAK_FLOPS);
+        - ``mfu``: the run's model FLOP utilisation (its report's ``mfu.mfu``: over the seconds since
+          training began), only where a peak is known (a GPU in the peak table, or OTEL_FLOPS_PEAK_FLOPS);
         - ``joules`` (J) and ``flops_per_joule`` (FLOP/J), only where energy is measured.
         """
-        self.report = self.session.report()
+        self.report = self._tracker.report()
         now = _figures(self.report)
         seconds = time.monotonic() - self._started
-        flops = now["flops"] - self._base.get("flops", 0)
-        out: dict[str, float] = {f"{PREFIX}flops": flops, f"{PREFIX}bops": now["bops"] - self._base.get("bops", 0)}
+        flops = now["flops"]
+        out: dict[str, float] = {f"{PREFIX}flops": flops, f"{PREFIX}bops": now["bops"]}
         for phase, count in now["phases"].items():
-            out[f"{PREFIX}flops/{phase}"] = count - self._base.get("phases", {}).get(phase, 0)
+            out[f"{PREFIX}flops/{phase}"] = count
         if seconds > 0:
             out[f"{PREFIX}flops_per_second"] = flops / seconds
         if now["mfu"] is not None:
             out[f"{PREFIX}mfu"] = now["mfu"]
         if now["joules"] is not None:
-            joules = now["joules"] - (self._base.get("joules") or 0.0)
+            joules = now["joules"]
             out[f"{PREFIX}joules"] = joules
             if joules > 0:
                 out[f"{PREFIX}flops_per_joule"] = flops / joules
         return out
 
     def end(self) -> None:
-        """Stop the session if the run started it (a joined session goes on); then the run is closed."""
+        """Stop the session if the run started it (a joined session goes on, the run's span ends); then
+        the run is closed."""
         try:
-            if self._owned:
-                self._tracker.__exit__(None, None, None)
+            self._tracker.__exit__(None, None, None)
         finally:
             with TrainingRun._lock:
                 if TrainingRun._open is self:

@@ -12,9 +12,10 @@ the graph made once per input signature:
   they were built).
 - The first time a graph runs with the counting mode on, its FX graph (Dynamo's, made of the
   same torch calls the eager code made) is run once on fake tensors of the real inputs' shapes
-  under a counting mode of its own: forward, then ``autograd.grad`` of every output that needs
-  a gradient. So the counts are eager's, op by op, forward and backward apart, at no cost to
-  the device. Dynamic shapes get one count per concrete signature.
+  under a counting mode of its own: forward, then (when the graph's backward runs) ``autograd.grad``
+  of the outputs that got a gradient. So the counts are eager's, op by op, forward and backward
+  apart, at no cost to the device. Symbolic shapes and scalars get one count per concrete
+  signature; a graph that cannot be measured is named in the report's ``incomplete``.
 - Each run then credits the forward counts, with the phase, model and explicit phase in force
   at the call; the backward counts are credited when the graph's backward node has run. A
   graph's work goes to the module open at its call as a whole (the report's ``by_module``: the
@@ -35,6 +36,7 @@ import sys
 import threading
 import types
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +44,12 @@ import torch
 import wrapt
 from torch.nn.modules.loss import _Loss
 
+from ..containment import first_line
 from ..ledger import CountKey, Ledger, Totals
 from ..precision import marker_bits
 from .dispatch import CountingMode, counting_mode
 from .losses import loss_functions
-from .phases import BACKWARD, LOSS, OPTIMIZER, PhaseTracker
+from .phases import BACKWARD, OPTIMIZER, PhaseTracker, loss_phase
 
 log = logging.getLogger("otel_flops")
 
@@ -111,13 +114,49 @@ def _unpackings(graph: torch.fx.Graph) -> set[torch.fx.Node]:
     return out
 
 
-def measure(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _Counts]:
-    """Forward and backward counts of ``gm`` on inputs shaped like ``args``, under the grad mode
-    and autocast state in force. Ops with no module of their own get the phase ``OUTSIDE``."""
+class Backward:
+    """A measured graph's backward, counted per set of outputs that get a gradient: an output the
+    program takes none through (a returned KV cache, logits whose loss the graph took) adds no
+    accumulation of its gradient in eager, so none is counted. Its fake autograd graph is kept."""
+
+    def __init__(self, fake_mode: Any, counting: CountingMode, outputs: list, inputs: list) -> None:
+        self.fake_mode, self.counting, self.outputs, self.inputs = fake_mode, counting, outputs, inputs
+        self.counts: dict[tuple[bool, ...], _Counts] = {}
+        self.lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self.outputs and self.inputs)
+
+    def __call__(self, received: tuple[bool, ...]) -> _Counts:
+        """The counts when the outputs flagged in ``received`` get a gradient (all, if it does not fit)."""
+        if len(received) != len(self.outputs) or not any(received):
+            received = (True,) * len(self.outputs)
+        with self.lock:
+            if received not in self.counts:
+                chosen = [o for o, got in zip(self.outputs, received, strict=True) if got]
+                backward = Ledger()
+                with self.fake_mode, self.counting:
+                    self.counting.sink = Ledger()  # the grad outputs' allocation is not the graph's work
+                    grads = [torch.ones_like(o) for o in chosen]
+                    self.counting.sink = backward
+                    torch.autograd.grad(chosen, self.inputs, grads, allow_unused=True, retain_graph=True)
+                self.counts[received] = dict(backward.items())
+            return self.counts[received]
+
+
+def measure(gm: torch.fx.GraphModule, args: list[Any],
+            scalars: frozenset[int] = frozenset()) -> tuple[_Counts, Backward]:
+    """Forward counts of ``gm`` on inputs shaped like ``args``, under the grad mode and autocast
+    state in force, and its ``Backward``. Ops with no module of their own get the phase ``OUTSIDE``.
+    ``scalars``: the positions of ``_scalar_inputs(gm)``, taken before Dynamo drops their marks."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)  # graphs may hold real constants
-    fakes = [fake_mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+    convert = fake_mode.fake_tensor_converter.from_real_tensor
+    # A Python scalar Dynamo passes as a 0-d tensor (an unspecialized float: ``math.pi``, a module's
+    # float attribute) is read back with ``.item()``: as a fake constant it gives the call's value.
+    fakes = [(convert(fake_mode, a, make_constant=True) if i in scalars else fake_mode.from_tensor(a))
+             if isinstance(a, torch.Tensor) else a for i, a in enumerate(args)]
     forward = Ledger()
     tracker = PhaseTracker(forward)
     tracker.stage = OUTSIDE
@@ -129,13 +168,7 @@ def measure(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _Counts
         tracker.stage = OUTSIDE
         outputs = [o for o in _flat_tensors(out) if o.requires_grad]
         inputs = [f for f in fakes if isinstance(f, torch.Tensor) and f.requires_grad]
-        backward = Ledger()
-        if outputs and inputs:
-            counting.sink = Ledger()  # the grad outputs' allocation is not the graph's work
-            grads = [torch.ones_like(o) for o in outputs]
-            counting.sink = backward
-            torch.autograd.grad(outputs, inputs, grads, allow_unused=True)
-    return dict(forward.items()), dict(backward.items())
+    return dict(forward.items()), Backward(fake_mode, counting, outputs, inputs)
 
 
 class _Measuring(threading.Thread):
@@ -144,7 +177,7 @@ class _Measuring(threading.Thread):
     otel_flops_internal = True
 
 
-def measure_apart(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _Counts]:
+def measure_apart(gm: torch.fx.GraphModule, args: list[Any], scalars: frozenset[int]) -> tuple[_Counts, Backward]:
     """``measure`` on a thread of its own, under this thread's grad, inference and autocast
     state: the replay's autograd nodes must not count among this thread's (steady mode checks
     that a replayed forward builds as many as its record), and no session mode is on that stack."""
@@ -161,7 +194,7 @@ def measure_apart(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _
             for device, dtype in autocast:
                 state.enter_context(torch.autocast(device, dtype=dtype))
             try:
-                result["counts"] = measure(gm, args)
+                result["counts"] = measure(gm, args, scalars)
             except Exception as exc:
                 result["error"] = exc
 
@@ -171,6 +204,12 @@ def measure_apart(gm: torch.fx.GraphModule, args: list[Any]) -> tuple[_Counts, _
     if "error" in result:
         raise result["error"]
     return result["counts"]
+
+
+def _scalar_inputs(gm: torch.fx.GraphModule) -> list[int]:
+    """Positions of the inputs that stand for a Python scalar Dynamo passes as a 0-d tensor."""
+    return [i for i, node in enumerate(gm.graph.find_nodes(op="placeholder"))
+            if getattr(node.meta.get("grapharg"), "pass_arg_as_tensor", False)]
 
 
 def _flat_tensors(value: Any) -> list[torch.Tensor]:
@@ -187,15 +226,19 @@ class CompiledGraph:
     def __init__(self, gm: torch.fx.GraphModule, compiled: Any) -> None:
         self.gm = gm
         self.compiled = compiled
-        # Inputs whose shapes are symbolic (dynamic=True, or Dynamo's automatic dynamic shapes):
-        # only they make one run's work differ from another's.
+        # Inputs whose shapes or values are symbolic (dynamic=True, mark_dynamic, Dynamo's automatic
+        # dynamic shapes, unspecialized scalars): only they make one run's work differ from another's.
+        self.scalars = frozenset(_scalar_inputs(gm))  # Dynamo drops their marks once compiled
         self.dynamic = [i for i, node in enumerate(gm.graph.find_nodes(op="placeholder"))
-                        if _symbolic(node.meta.get("example_value"))]
-        self.counts: dict[tuple, tuple[_Counts, _Counts]] = {}
+                        if i in self.scalars or _symbolic(node.meta.get("example_value"))]
+        self.counts: dict[tuple, tuple[_Counts, Backward]] = {}
+        self.failed: dict[tuple, str] = {}  # signatures whose measurement failed, and why
 
     def signature(self, args: tuple) -> tuple:
+        """The call's concrete sizes and scalars, and its grad mode: one count per signature."""
         return tuple(
-            (tuple(args[i].shape) if isinstance(args[i], torch.Tensor) else args[i]) for i in self.dynamic
+            args[i].item() if i in self.scalars else tuple(args[i].shape) if isinstance(args[i], torch.Tensor)
+            else args[i] for i in self.dynamic
         ) + (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
 
     def run(self, *args: Any) -> Any:
@@ -216,18 +259,26 @@ class CompiledGraph:
                 mode.contain("torch.compile graph")
         return out
 
-    def _counts(self, mode: CountingMode, args: tuple) -> tuple[_Counts, _Counts] | None:
+    def _counts(self, mode: CountingMode, args: tuple) -> tuple[_Counts, Backward] | None:
+        key = None
         try:
             key = self.signature(args)
+            if key in self.failed:  # measured once and failed: not measured again at each call
+                _unmeasured[self.failed[key]] += 1
+                return None
             counts = self.counts.get(key)
             if counts is None:
-                counts = self.counts[key] = measure_apart(self.gm, list(args))
+                counts = self.counts[key] = measure_apart(self.gm, list(args), self.scalars)
             return counts
-        except Exception:
+        except Exception as error:
             mode.contain("torch.compile graph")
+            reason = f"{type(error).__name__}: {first_line(error)}"
+            if key is not None:
+                self.failed[key] = reason
+            _unmeasured[reason] += 1
             return None
 
-    def _credit(self, mode: CountingMode, counts: tuple[_Counts, _Counts], out: Any) -> None:
+    def _credit(self, mode: CountingMode, counts: tuple[_Counts, Backward], out: Any) -> None:
         forward, backward = counts
         tracker = mode.tracker
         sink = mode.sink
@@ -237,15 +288,20 @@ class CompiledGraph:
         if backward:
             node = _backward_node(out)
             if node is None:
+                _unmeasured["its backward node was not found, so its backward was not counted"] += 1
                 return
+            received = [False] * len(backward.outputs)
+            for i, tensor in enumerate(t for t in _flat_tensors(out) if t.requires_grad):
+                tensor.register_hook(functools.partial(_receive, received, i))
             node.register_prehook(functools.partial(_pause, mode))
-            node.register_hook(functools.partial(_credit_backward, mode, backward, tracker.model, tracker.module))
+            node.register_hook(functools.partial(_credit_backward, mode, backward, received, tracker.model,
+                                                 tracker.module))
 
 
 def _caller_phase(key: CountKey, tracker: PhaseTracker) -> str:
     """The phase eager would have given this op, from the replay's phase and the caller's state."""
     if key.family == "loss":
-        return LOSS
+        return loss_phase()
     if tracker.explicit:
         return tracker.explicit[-1]
     if tracker.optimizer_depth:
@@ -266,15 +322,28 @@ def _pause(mode: CountingMode, grad_outputs: Any) -> None:
     mode.paused += 1
 
 
-def _credit_backward(mode: CountingMode, counts: _Counts, model: str, module: str, grad_inputs: Any,
-                     grad_outputs: Any) -> None:
-    mode.paused -= 1
+def _receive(received: list[bool], i: int, grad: torch.Tensor | None) -> None:
+    """An output's gradient hook (called with None for an output that got no gradient)."""
+    if grad is not None and i < len(received):
+        received[i] = True
+
+
+def _credit_backward(mode: CountingMode, backward: Backward, received: list[bool], model: str, module: str,
+                     grad_inputs: Any, grad_outputs: Any) -> None:
+    try:
+        counts = backward(tuple(received))  # measured here, still paused, at the first such backward
+    except Exception as error:
+        mode.contain("torch.compile graph backward")
+        _unmeasured[f"backward: {type(error).__name__}: {first_line(error)}"] += 1
+        counts = {}
+    finally:
+        mode.paused -= 1
     for key, totals in counts.items():
         mode.sink.add_totals(key._replace(phase=BACKWARD, model=model, module=module), totals)
 
 
 def _symbolic(value: Any) -> bool:
-    if isinstance(value, torch.SymInt):
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
         return True
     return isinstance(value, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in value.shape)
 
@@ -285,8 +354,11 @@ def _wrap_compiler(call_user_compiler: Any) -> Any:
         compiled = call_user_compiler(self, gm, example_inputs)
         try:
             graph = CompiledGraph(gm, compiled)
-        except Exception:
-            log.warning("otel-flops: cannot follow a torch.compile graph; its work is not counted", exc_info=True)
+        except Exception as error:
+            log.warning("otel-flops: cannot follow a torch.compile graph (%s: %s); its work is not counted",
+                        type(error).__name__, first_line(error))
+            log.debug("otel-flops: cannot follow a torch.compile graph", exc_info=True)
+            _not_followed[f"{type(error).__name__}: {first_line(error)}"] += 1
             return compiled
         return graph.run
 
@@ -345,13 +417,23 @@ def autograd_nodes() -> int:
     return _sequence_nr() - getattr(_compiling, "nodes", 0)
 
 
+# Calls of compiled graphs this session could not count, by reason (``install`` starts it afresh),
+# and graphs this process could not follow, by reason.
+_unmeasured: Counter[str] = Counter()
+_not_followed: Counter[str] = Counter()
+
+
 def incomplete() -> list[str]:
     """Why compiled work may be missing from the count, one line per reason."""
+    lines = [f"{n} call(s) of torch.compile graphs were not counted ({reason}); the graphs ran normally "
+             "(run the model uncompiled to count it, and report the reason)" for reason, n in _unmeasured.items()]
+    lines += [f"{n} torch.compile graph(s) could not be followed ({reason}): their fused work is not counted "
+              "(run the model uncompiled to count it, and report the reason)" for reason, n in _not_followed.items()]
     n = _unfollowed[0] if _unfollowed else 0
     if not n:
-        return []
-    return [f"{n} torch.compile graph(s) were compiled before otel_flops was imported: when they run, only "
-            "the ops they do not fuse are counted (import otel_flops before the first compiled call)"]
+        return lines
+    return lines + [f"{n} torch.compile graph(s) were compiled before otel_flops was imported: when they run, "
+                    "only the ops they do not fuse are counted (import otel_flops before the first compiled call)"]
 
 
 # torch warns that global module hooks also fire on the OptimizedModule wrapper; ours know it.
@@ -389,6 +471,7 @@ def install() -> list[Callable[[], None]]:
     warnings.filterwarnings("ignore", message=re.escape(HOOK_WARNING))
     ignored = warnings.filters[0]
     _session_active[0] = True
+    _unmeasured.clear()
     config = sys.modules.get("torch._dynamo.config")
     if config is not None:
         _raise_limits(config)

@@ -16,7 +16,7 @@ from ..containment import Containment
 from ..ledger import CountKey, Ledger, Totals
 from ..precision import dtype_bits, dtype_name
 from . import dtensor
-from .phases import BACKWARD, LOSS, PhaseTracker
+from .phases import BACKWARD, PhaseTracker, loss_phase
 from .rules import RuleFn, resolve
 
 FRAMEWORK = "torch"
@@ -39,8 +39,8 @@ class CountingMode(TorchDispatchMode):
         self.alpha_profile = alpha_profile  # with one, convolutions and dense products get a predicted time
         self.sink = sink  # where counts go; steady mode points it at a segment's own ledger
         self._phases = phases
-        # Per op overload: (op name, family, rule, collective bytes), or None when the op has no rule.
-        self._rules: dict[Any, tuple[str, str, RuleFn, Any] | None] = {}
+        # Per op overload: (op name, family, rule, collective bytes, width), or None when the op has no rule.
+        self._rules: dict[Any, tuple[str, str, RuleFn, Any, Any] | None] = {}
         self._dtypes: dict[Any, tuple[str, int]] = {}
         self._devices: dict[Any, str] = {}
         self.containment = Containment()
@@ -70,12 +70,14 @@ class CountingMode(TorchDispatchMode):
             self.contain(_op_name(func))
         return out
 
-    def _rule(self, func: Any) -> tuple[str, str, RuleFn, Any] | None:
+    def _rule(self, func: Any) -> tuple[str, str, RuleFn, Any, Any] | None:
         try:
             return self._rules[func]
         except KeyError:
             rule = resolve(func)
-            entry = self._rules[func] = (_op_name(func), rule.family, rule.count, rule.comm_bytes) if rule else None
+            entry = self._rules[func] = (
+                (_op_name(func), rule.family, rule.count, rule.comm_bytes, rule.width) if rule else None
+            )
             return entry
 
     def _count(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -83,27 +85,27 @@ class CountingMode(TorchDispatchMode):
         if entry is None:
             self.sink.add_uncounted(_op_name(func))
             return
-        op, family, count, comm_bytes = entry
+        op, family, count, comm_bytes, width = entry
         flops = count(args, kwargs, out)
         operand = _widest_operand(args, out)
         if operand is None:
             dtype, bits, device = "none", 0, "none"
         else:
-            dtype, bits = self._dtype(operand.dtype)
+            dtype, bits = self._dtype(operand.dtype if width is None else width(args, kwargs))
             device = self._device(operand.device)
         phases = self._phases
         phase = phases.current()
         if family == "loss" and phase != BACKWARD:
-            phase = LOSS
-        module = phases.module
+            phase = loss_phase()
+        model, module = phases.model, phases.module
         if phase == BACKWARD:
             node = _current_autograd_node()
-            module = phases.backward_module(node)
+            model, module = phases.backward_module(node)
             if phases.backward_bits:
                 bits = phases.backward_bits.get(node, bits)
         elif phases.quantized_bits is not None:
             bits = phases.quantized_bits
-        key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, phases.model, module)
+        key = CountKey(FRAMEWORK, phase, op, family, dtype, bits, device, model, module)
         if self.alpha_profile is not None and family in ALPHA_FAMILIES:
             alpha_flops, predicted_ns = alpha_terms(self.alpha_profile, family, op, args, out, flops)
             self.sink.add_totals(key, Totals(flops, flops * bits, 1, 0, alpha_flops, predicted_ns))

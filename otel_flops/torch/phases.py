@@ -3,7 +3,9 @@
 - backward: the op runs inside an autograd graph task (the engine itself says so);
 - an explicit ``otel_flops.phase(name)`` block;
 - optimizer: between the global optimizer step pre- and post-hooks;
-- loss: inside a loss module (``nn.modules.loss._Loss``), or an ATen loss op;
+- loss: inside a loss module (``nn.modules.loss._Loss``), or an ATen loss op, with grad enabled;
+  with grad disabled (an evaluation's loss, as a Trainer's eval computes it) it is ``inference``,
+  so the training phases (forward, loss, backward, optimizer) hold training's work alone;
 - forward / inference: inside a model's forward, as its outermost module started with grad
   enabled / disabled (a block under ``no_grad`` inside a training forward, as reentrant
   activation checkpointing runs, is still forward);
@@ -31,7 +33,7 @@ import torch
 from torch.nn.modules.loss import _Loss
 
 from ..containment import Containment, contained
-from ..ledger import NO_MODULE, ROOT_MODULE, TORCH_PHASES, Ledger
+from ..ledger import NO_MODULE, ROOT_MODULE, TORCH_PHASES, Ledger, RootNames
 from ..precision import module_bits
 from . import relays
 
@@ -49,12 +51,12 @@ class PhaseTracker:
     It installs nothing itself: the counting mode in use decides which hooks feed it and when.
     """
 
-    def __init__(self, ledger: Ledger, names: dict[int, str] | None = None, module_depth: int = 3) -> None:
+    def __init__(self, ledger: Ledger, names: RootNames | None = None, module_depth: int = 3) -> None:
         self.ledger = ledger  # where completed optimizer steps are counted
         self.containment = Containment(ledger)  # failures of the hooks below: the session's errors
         # Told when an explicit phase block opens (True) or closes (False): steady mode's boundaries.
         self.on_phase: Callable[[bool], None] = _nothing
-        self._names = names or {}
+        self._names = names if names is not None else RootNames()
         self.explicit: tuple[str, ...] = ()  # open phase() blocks, innermost last (a tuple: part of keys)
         self.model = "none"
         self.optimizer_depth = 0
@@ -71,7 +73,9 @@ class PhaseTracker:
         # Where the current module path changed, by autograd sequence number: a backward node's
         # module is the path in force when it was created (kept until a forward after a backward).
         self._change_at: list[int] = []
-        self._change_to: list[str] = []
+        self._change_to: list[tuple[str, str]] = []  # (model, module path)
+        # Each parameter's (model, module path), over every root seen: its AccumulateGrad's owner.
+        self._param_owners: dict[int, tuple[str, str]] = {}
         self.module = NO_MODULE  # the path of the innermost open module: the module of a forward op
         self.reset()
 
@@ -94,26 +98,28 @@ class PhaseTracker:
         if self.optimizer_depth:
             return OPTIMIZER
         if self.loss_depth:
-            return LOSS
+            return loss_phase()
         if self.module_bits:
             return FORWARD if self.root_grad else INFERENCE
         return self.stage
 
-    def backward_module(self, node: Any) -> str:
-        """The module path of the backward op now running for autograd ``node`` (None: the engine's own)."""
+    def backward_module(self, node: Any) -> tuple[str, str]:
+        """The model and module path of the backward op now running for autograd ``node`` (None: the
+        engine's own): those of the forward that made the node, so two models' backwards stay apart."""
+        outside = (self.model, NO_MODULE)
         if node is None:
-            return NO_MODULE
+            return outside
         number = node._sequence_nr()
         if number >= UNSEQUENCED:  # AccumulateGrad: the module owning the parameter
-            return self._root_paths[1].get(id(getattr(node, "variable", None)), NO_MODULE)
+            return self._param_owners.get(id(getattr(node, "variable", None)), outside)
         at = bisect.bisect_right(self._change_at, number)
-        return self._change_to[at - 1] if at else NO_MODULE
+        return self._change_to[at - 1] if at else outside
 
     def _set_module(self, path: str) -> None:
-        if path != self.module:
-            self.module = path
+        self.module = path
+        if not self._change_to or self._change_to[-1] != (self.model, path):
             self._change_at.append(_sequence_nr())
-            self._change_to.append(path)
+            self._change_to.append((self.model, path))
 
     def _path_of(self, module: torch.nn.Module) -> str:
         paths = self._root_paths[0]
@@ -171,7 +177,7 @@ class PhaseTracker:
             return
         if not self.module_bits:
             model = module._modules.get("_orig_mod", module)  # torch.compile's OptimizedModule: its model
-            self.model = self._names.get(id(module)) or self._names.get(id(model)) or type(model).__name__
+            self.model = self._names.of(module, model)
             self.optimizer_depth = 0  # a step that raised never ran its post-hook
             self.backward_bits.clear()
             self.root_grad = torch.is_grad_enabled()
@@ -189,6 +195,7 @@ class PhaseTracker:
         if paths is None:
             paths = self._paths[module] = self._named_paths(module)
         self._root_paths = paths
+        self._param_owners.update((param, (self.model, path)) for param, path in paths[1].items())
         # No grad-enabled forward since the last backward: its nodes are done with. Forwards that
         # build graphs no backward runs over keep at most MAX_CHANGES (their oldest are dropped).
         if self.stage != LOSS or len(self._change_at) > MAX_CHANGES:
@@ -232,6 +239,11 @@ class PhaseTracker:
         self.optimizer_depth = max(0, self.optimizer_depth - 1)
         self.stage = PREPROCESSING
         self.ledger.add_step()
+
+
+def loss_phase() -> str:
+    """The phase of a loss: training's (``loss``) with grad enabled, else an evaluation's (``inference``)."""
+    return LOSS if torch.is_grad_enabled() else INFERENCE
 
 
 def _nothing(opening: bool) -> None:

@@ -77,7 +77,7 @@ from torch.nn.modules.loss import _Loss
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ..containment import Containment, contained
-from ..ledger import Ledger, Record
+from ..ledger import Ledger, Record, RootNames
 from ..settings import Settings
 from . import compiled, relays, tls
 from .dispatch import CountingMode
@@ -109,10 +109,6 @@ MAX_BACKWARDS = 64  # backwards since the last optimizer step that keys tell apa
 # which no key made at the step can see.
 CHEAP_TAIL_CALLS = 32
 PENDING_FORWARDS = 4  # grad-enabled forwards since the last backward that a forward's key holds
-# Modules whose fast paths turn off when any hook is attached to them: they are never given a
-# root hook (that would change which kernels run), so their calls draw no boundary.
-HOOK_SENSITIVE: tuple[type, ...] = (torch.nn.TransformerEncoderLayer,)
-
 # How the open segment runs: replayed from its records, intercepted (and recorded), or neither
 # (another dispatch mode on top kept ours from being pushed).
 REPLAY, RECORD, BLIND = "replay", "record", "blind"
@@ -160,7 +156,6 @@ class _Root:
 
     def __init__(self, module: torch.nn.Module) -> None:
         self.serial = next(self.serials)
-        self.hooked = not isinstance(module, HOOK_SENSITIVE)
         self.module = weakref.ref(module)
         self.refresh(module)
 
@@ -280,10 +275,17 @@ def _cheap(record: Record) -> bool:
     return calls <= CHEAP_TAIL_CALLS or not _work(record)
 
 
+def _forget_root(roots: dict[int, _Root], key: int) -> None:
+    """A root was collected: its id may be reused by a new module, which is no root."""
+    roots.pop(key, None)
+    relays.ROOT_PRE.roots.discard(key)
+    relays.ROOT_POST.roots.discard(key)
+
+
 class SteadyCounting:
     """Intercepts each new segment once, then credits its records whenever its key repeats."""
 
-    def __init__(self, ledger: Ledger, settings: Settings, roots: dict[int, str], alpha_profile: Any = None) -> None:
+    def __init__(self, ledger: Ledger, settings: Settings, roots: RootNames, alpha_profile: Any = None) -> None:
         self.ledger = ledger
         self.tracker = PhaseTracker(ledger, roots, settings.module_depth)
         self.tracker.on_phase = self._on_phase
@@ -294,7 +296,7 @@ class SteadyCounting:
         self._segments: OrderedDict[Any, _Segment] = OrderedDict()
         # Keyed by id() for a plain dict lookup on the hot path; a finalizer drops dead entries.
         self._roots: dict[int, _Root] = {}
-        self._root_hooks: list[Any] = []
+        self._entered_roots = relays.ROOT_PRE.roots  # a found root's pre-hook runs from its first return on
         self._optimizers: dict[int, _Optimizer] = {}
         self._module_hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
@@ -350,7 +352,7 @@ class SteadyCounting:
         for root in self._roots.values():
             module = root.module()
             if module is not None:
-                self._hook_root(root, module)
+                self._hook_root(module)
         self._relay_handles = [relays.WATCH.attach(self._watch_pre), relays.ROOT_PRE.attach(self._root_pre),
                                relays.ROOT_POST.attach(self._root_post)]
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
@@ -370,7 +372,7 @@ class SteadyCounting:
         self._switch_to(False)
         remove(self._optimizer_hooks)
         remove(self._structure_hooks)
-        remove(self._root_hooks)
+        self._unhook_roots()
         remove(self._relay_handles)
         torch.autograd.backward = self._original_backward
         self._threads.stop()
@@ -403,6 +405,11 @@ class SteadyCounting:
                 self._flag("window")
             return
         self._on_phase(True)
+
+    def relabel(self) -> None:
+        """A model was given a name (a nested ``track(model, name=...)``): records carry the old label,
+        so the next forwards are new segments, recorded with the new one."""
+        self._structure += 1
 
     def _flag(self, kind: str) -> None:
         if not self._incomplete[kind] and kind != "session-end":
@@ -449,9 +456,8 @@ class SteadyCounting:
         if (self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots
                 and _graph_task_id() == -1 and not self._step_depth):
             root = self._add_root(module)
-            if root.hooked:
-                self._forward_depth = 1  # its own forward hook, just added, will see it return
-                self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD)
+            self._forward_depth = 1  # its forward hook (ROOT_POST, reaching it from now on) sees it return
+            self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD)
         self.tracker.enter_module(module)
 
     def _global_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -466,9 +472,8 @@ class SteadyCounting:
             return
         if _graph_task_id() == -1 and not self._step_depth:
             root = self._add_root(module)
-            if root.hooked:
-                self._forward_depth = 1
-                self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD, module)
+            self._forward_depth = 1
+            self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD, module)
 
     @contained("steady-mode forward boundary", "this step may be miscounted")
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
@@ -484,6 +489,7 @@ class SteadyCounting:
 
     @contained("steady-mode forward hook", "this step may be miscounted")
     def _root_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        self._entered_roots.add(id(module))
         if _get_ident() != self._owner or _graph_task_id() != -1 or not self._forward_depth:
             return
         self._forward_depth -= 1
@@ -544,14 +550,26 @@ class SteadyCounting:
     def _add_root(self, module: torch.nn.Module) -> _Root:
         root = self._roots[id(module)] = _Root(module)
         self._members.update(map(id, module.modules()))
-        weakref.finalize(module, self._roots.pop, id(module), None)
-        self._hook_root(root, module)
+        weakref.finalize(module, _forget_root, self._roots, id(module))
+        self._hook_root(module, entered=False)
         return root
 
-    def _hook_root(self, root: _Root, module: torch.nn.Module) -> None:
-        if root.hooked:  # first, as the global pre-hook that found the root was: FSDP2's gather is in the head
-            self._root_hooks.append(module.register_forward_pre_hook(relays.ROOT_PRE, with_kwargs=True, prepend=True))
-            self._root_hooks.append(module.register_forward_hook(relays.ROOT_POST, always_call=True))
+    def _hook_root(self, module: torch.nn.Module, entered: bool = True) -> None:
+        """Let the root relays (global hooks: the model carries none of ours) reach ``module``.
+        A root found by a global pre-hook is in its forward already: ROOT_PRE, later in that same
+        call's hooks, must not see it enter twice, so it reaches it from its first return on."""
+        module._forward_pre_hooks_with_kwargs[relays.ROOT_PRE.id] = True
+        relays.ROOT_POST.roots.add(id(module))
+        if entered:
+            self._entered_roots.add(id(module))
+
+    def _unhook_roots(self) -> None:
+        for key, root in self._roots.items():
+            module = root.module()
+            if module is not None:
+                module._forward_pre_hooks_with_kwargs.pop(relays.ROOT_PRE.id, None)
+            relays.ROOT_PRE.roots.discard(key)
+            relays.ROOT_POST.roots.discard(key)
 
     def _add_optimizer(self, optimizer: Any) -> _Optimizer:
         state = self._optimizers[id(optimizer)] = _Optimizer(optimizer)

@@ -38,7 +38,7 @@ import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ..containment import Containment
-from ..ledger import Ledger
+from ..ledger import Ledger, RootNames
 from ..settings import Settings
 from . import tls
 from .dispatch import CountingMode
@@ -71,7 +71,7 @@ class _Unit:
 
     __slots__ = ("tracker", "mode", "awake")
 
-    def __init__(self, ledger: Ledger, names: dict[int, str], alpha_profile: Any, module_depth: int) -> None:
+    def __init__(self, ledger: Ledger, names: RootNames, alpha_profile: Any, module_depth: int) -> None:
         self.tracker = PhaseTracker(ledger, names, module_depth)
         self.mode = _ThreadMode(ledger, self.tracker, alpha_profile)
         self.awake = False
@@ -96,11 +96,11 @@ class Threads:
 
     include_owner = False
 
-    def __init__(self, ledger: Ledger, settings: Settings | None = None, names: dict[int, str] | None = None,
+    def __init__(self, ledger: Ledger, settings: Settings | None = None, names: RootNames | None = None,
                  alpha_profile: Any = None) -> None:
         self.ledger = ledger
         self.containment = Containment(ledger)
-        self._names = names or {}
+        self._names = names if names is not None else RootNames()
         self._alpha_profile = alpha_profile
         self._module_depth = (settings or Settings()).module_depth
         self._units: dict[int, _Unit] = {}
@@ -155,6 +155,9 @@ class Threads:
 
     def window_edge(self) -> None:
         """An ``otel_flops.window`` opens or closes: nothing to do, every op is counted as it runs."""
+
+    def relabel(self) -> None:
+        """A model was given a name: nothing to do, every op takes the label in force as it runs."""
 
     def incomplete(self) -> list[str]:
         """Why the count is incomplete, one line per reason; empty when it is complete."""

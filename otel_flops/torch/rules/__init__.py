@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import attention, collectives, conv, fft, linalg, norms, products, resample, rnn, zero  # noqa: F401
+from . import attention, collectives, conv, fft, linalg, norms, products, quantized, resample, rnn, zero  # noqa: F401
 from .decompose import decomposition_rule, is_composite
 from .elementwise import REDUCTION_RULE, elementwise_rule
 from .registry import BY_NAME, REGISTRY, Rule, RuleFn, aten, flop_rule

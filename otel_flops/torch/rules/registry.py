@@ -15,6 +15,8 @@ import torch
 aten = torch.ops.aten
 
 RuleFn = Callable[[tuple, dict, Any], int]
+# The dtype that sets an op's width when its tensors do not show it (a dynamically quantized op's packed int8 weight).
+WidthFn = Callable[[tuple, dict], Any]
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Rule:
     family: str
     count: RuleFn
     comm_bytes: Callable[[tuple], int] | None = None  # collectives: bytes moved, not FLOPs
+    width: WidthFn | None = None  # None: the widest operand's dtype
 
 
 # Keyed by ATen overload packet.
@@ -31,15 +34,15 @@ REGISTRY: dict[Any, Rule] = {}
 BY_NAME: dict[str, Rule] = {}
 
 
-def flop_rule(family: str, *packets: Any) -> Callable[[RuleFn], RuleFn]:
+def flop_rule(family: str, *packets: Any, width: WidthFn | None = None) -> Callable[[RuleFn], RuleFn]:
     """Register ``fn`` as the rule of ``packets`` (ATen overload packets, or "ns::name" strings)."""
 
     def register(fn: RuleFn) -> RuleFn:
         for packet in packets:
             if isinstance(packet, str):
-                BY_NAME[packet] = Rule(family, fn)
+                BY_NAME[packet] = Rule(family, fn, width=width)
             else:
-                REGISTRY[packet] = Rule(family, fn)
+                REGISTRY[packet] = Rule(family, fn, width=width)
         return fn
 
     return register

@@ -17,9 +17,13 @@ from .registry import first, flop_rule, numel, packets
 
 
 @flop_rule("pool", *packets("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d",
-                            "fractional_max_pool2d", "fractional_max_pool3d"))
+                            "fractional_max_pool2d", "fractional_max_pool3d",
+                            "max_pool1d", "max_pool2d", "max_pool3d", "quantized_max_pool1d", "quantized_max_pool2d",
+                            "quantized_max_pool3d"))
 def pool_flops(args: tuple, kwargs: dict, out: Any) -> int:
-    """One comparison or add per window element of every output."""
+    """One comparison or add per window element of every output. The ``max_poolNd`` composites
+    (seen whole under inference_mode) count as the kernels they become; their decomposition
+    cannot be traced for a quantized input, which fake tensors do not support."""
     return numel(first(out)) * prod(args[1])
 
 
