@@ -206,3 +206,56 @@ def test_model_objects_under_otel_flops_run(mode: str, tmp_path) -> None:
     assert bare.returncode == 0 and run.returncode == 0, run.stderr
     outputs = [line for line in run.stdout.splitlines() if line.startswith("outputs")]
     assert outputs == [bare.stdout.strip()], run.stdout
+
+
+def _user_hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+    return output * 2
+
+
+def test_steady_replay_runs_no_global_hook_and_only_the_roots_own() -> None:
+    """Steady mode's cost: in a replayed step no global module hook of ours is armed (each would send
+    every module call through nn.Module's hooked path); the root alone carries one pre- and one post-hook."""
+    from otel_flops.torch import relays
+
+    model = _model()
+    seen: list[int] = []
+
+    def count_ours(*_: object) -> None:
+        hooks = torch.nn.modules.module
+        seen.append(sum(isinstance(h, relays.Relay) for d in (hooks._global_forward_pre_hooks,
+                                                               hooks._global_forward_hooks) for h in d.values()))
+
+    model[1].register_forward_hook(count_ours)
+    with otel_flops.track(model, mode="steady") as tracker:
+        _train(model, 8)
+        ours = [type(h).__name__ for d in (model._forward_pre_hooks, model._forward_hooks) for h in d.values()]
+    assert tracker.report()["steady"]["replayed"] >= 5
+    assert seen[-4:] == [0, 0, 0, 0], seen
+    assert ours == ["RootRelay", "RootRelay"]
+    assert not model._forward_hooks and not model._forward_pre_hooks and len(model[1]._forward_hooks) == 1
+
+
+def test_user_hooks_kept_in_order_and_copied_without_ours() -> None:
+    """Around steady mode's root hooks, the user's own hooks are untouched: scripting compiles theirs
+    (the hook dicts are put back in their exact order), copies and pickles carry theirs and not ours."""
+    from otel_flops.torch import relays
+
+    model = _model()
+    model.register_forward_hook(_user_hook)
+    original_getstate = nn.Module.__getstate__
+    with otel_flops.track(model, mode="steady"):
+        _train(model)
+        model.register_forward_hook(_user_hook)
+        order = list(model._forward_hooks.items())
+        scripted = torch.jit.script(model)
+        assert list(model._forward_hooks.items()) == order
+        copies = [copy.deepcopy(model), copy.copy(model), pickle.loads(pickle.dumps(model))]
+        assert pickle.loads(pickle.dumps(relays.ROOT_PRE)) is relays.ROOT_PRE is copy.deepcopy(relays.ROOT_PRE)
+    assert nn.Module.__getstate__ is original_getstate  # nothing of ours outlives the session
+    with torch.no_grad():
+        expected = model(X)  # through the user's two hooks
+        assert torch.equal(expected, model[2](model[1](model[0](X))) * 4)
+        assert torch.equal(scripted(X), expected)
+        for result in copies:
+            assert list(result._forward_hooks.values()) == [_user_hook, _user_hook]
+            assert not result._forward_pre_hooks and torch.equal(result(X), expected)

@@ -17,6 +17,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import torch
+from torch.jit import _recursive as _jit_recursive
 from torch.optim import optimizer as _optimizer
 from torch.utils.hooks import RemovableHandle
 
@@ -66,23 +67,29 @@ class Relay:
 
 
 class RootRelay(Relay):
-    """A global hook that reaches its targets only for the root modules in ``roots`` (ids).
+    """Steady mode's hook on its root modules: reaches its targets only for the modules in ``roots`` (ids).
 
-    A per-module hook would live in the model's own ``_forward_hooks``: deep copies, pickles,
-    ``torch.save(model)`` and ``AveragedModel`` would carry it (with the session's lock behind
-    it), and ``torch.jit.script`` would try to compile it. A global hook leaves the model as bare.
+    Registered on each root itself (a global hook would send every module call through
+    ``nn.Module``'s slower hooked path), except on roots whose fast path any hook of their own
+    turns off (``HOOK_SENSITIVE``). While a session runs, ``strip_from_copies`` keeps the relays out
+    of what pickles, copies and ``torch.jit.script`` see, so those give the model as bare; a relay
+    pickled or copied on its own is the process's singleton (``var`` names it in this module).
     """
 
-    def __init__(self, name: str, hooks: MutableMapping[int, Any],
+    def __init__(self, name: str, var: str, hooks: MutableMapping[int, Any] | None = None,
                  always_called: MutableMapping[int, bool] | None = None, hook_id: int | None = None) -> None:
-        super().__init__(name, hooks, always_called, hook_id=hook_id)
+        super().__init__(name, hooks, always_called, auto_arm=False, hook_id=hook_id)
         self.roots: set[int] = set()
+        self._var = var
 
     def __call__(self, module: Any, *args: Any) -> None:
         if _is_compiling() or id(module) not in self.roots:
             return
         for target in self.targets:
             target(module, *args)
+
+    def __reduce__(self) -> str:
+        return self._var
 
 
 class _Attached:
@@ -106,10 +113,62 @@ MODULE_POST = Relay("otel_flops_module_post", _modules._global_forward_hooks,
 OPTIMIZER_PRE = Relay("otel_flops_optimizer_pre", _optimizer._global_optimizer_pre_hooks)
 OPTIMIZER_POST = Relay("otel_flops_optimizer_post", _optimizer._global_optimizer_post_hooks)
 WATCH = Relay("otel_flops_watch", _modules._global_forward_pre_hooks, auto_arm=False)
-# Steady mode's hooks on its root modules. A root gets its keyword arguments through a flag under
-# ROOT_PRE's id in its ``_forward_pre_hooks_with_kwargs``: a negative id, which no torch handle
-# has, so the flag is inert in a copy of the model, in this process or another.
-ROOT_PRE = RootRelay("otel_flops_root_pre", _modules._global_forward_pre_hooks, hook_id=-0x6F74656C)
-ROOT_POST = RootRelay("otel_flops_root_post", _modules._global_forward_hooks,
-                      _modules._global_forward_hooks_always_called)
-_LAST = (ROOT_PRE, ROOT_POST)
+# Steady mode's hooks on its root modules, registered on each root (by ``register_forward_*_hook``).
+ROOT_PRE = RootRelay("otel_flops_root_pre", "ROOT_PRE")
+ROOT_POST = RootRelay("otel_flops_root_post", "ROOT_POST")
+# The same for roots in ``HOOK_SENSITIVE`` as global hooks, armed while such a root is hooked. Such
+# a root gets its keyword arguments through a flag under GLOBAL_ROOT_PRE's id in its
+# ``_forward_pre_hooks_with_kwargs``: a negative id, which no torch handle has, so it is inert anywhere.
+GLOBAL_ROOT_PRE = RootRelay("otel_flops_global_root_pre", "GLOBAL_ROOT_PRE", _modules._global_forward_pre_hooks,
+                            hook_id=-0x6F74656C)
+GLOBAL_ROOT_POST = RootRelay("otel_flops_global_root_post", "GLOBAL_ROOT_POST", _modules._global_forward_hooks,
+                             _modules._global_forward_hooks_always_called)
+_LAST = (GLOBAL_ROOT_PRE, GLOBAL_ROOT_POST)
+# Modules whose fast paths turn off when a hook is attached to them (it would change which kernels run).
+HOOK_SENSITIVE: tuple[type, ...] = (torch.nn.TransformerEncoderLayer,)
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
+               "_forward_hooks_always_called")
+
+
+def _without_relays(hooks: dict[str, Any]) -> dict[str, Any]:
+    """The hook dicts among ``hooks`` (a module's ``__dict__``) that hold ours, without them."""
+    ours = {key for name in ("_forward_pre_hooks", "_forward_hooks")
+            for key, hook in hooks.get(name, {}).items() if isinstance(hook, RootRelay)}
+    ours.add(GLOBAL_ROOT_PRE.id)
+    return {name: type(hooks[name])((k, v) for k, v in hooks[name].items() if k not in ours)
+            for name in _HOOK_DICTS if name in hooks and not ours.isdisjoint(hooks[name])}
+
+
+def _getstate(self: torch.nn.Module) -> dict:
+    """``nn.Module.__getstate__`` while a session runs: pickles and copies carry no relay of ours."""
+    state = _MODULE_GETSTATE(self)
+    state.update(_without_relays(state))
+    return state
+
+
+def _create_script_module(nn_module: Any, *args: Any, **kwargs: Any) -> Any:
+    """``torch.jit.script``'s entry while a session runs: it compiles a module's hooks, so it sees
+    dicts without ours (the originals, untouched, are put back afterwards)."""
+    saved: list[tuple[torch.nn.Module, str, Any]] = []
+    for module in nn_module.modules():
+        stripped = _without_relays(module.__dict__)
+        saved += [(module, name, module.__dict__[name]) for name in stripped]
+        module.__dict__.update(stripped)
+    try:
+        return _CREATE_SCRIPT_MODULE(nn_module, *args, **kwargs)
+    finally:
+        for module, name, hooks in saved:
+            module.__dict__[name] = hooks
+
+
+_MODULE_GETSTATE = torch.nn.Module.__getstate__
+_CREATE_SCRIPT_MODULE = _jit_recursive.create_script_module
+_guards = [0]  # sessions that want the two wrappers installed
+
+
+def strip_from_copies(on: bool) -> None:
+    """Install (``on``) or release the wrappers above; they stay while any steady session runs."""
+    _guards[0] += 1 if on else -1
+    installed = _guards[0] > 0
+    torch.nn.Module.__getstate__ = _getstate if installed else _MODULE_GETSTATE  # type: ignore[method-assign]
+    _jit_recursive.create_script_module = _create_script_module if installed else _CREATE_SCRIPT_MODULE

@@ -45,7 +45,8 @@ Roots are the modules called outside any other module while intercepting; a modu
 called as a root after a replayed optimizer step is caught there by a global forward pre-hook
 that is armed only from a replayed optimizer step to the next boundary, so a new model's first
 step is intercepted. A root gets one forward pre-hook and one forward hook of its own and
-nothing else, so no per-module hook runs in a replayed forward, backward or step.
+nothing else, so no per-module hook runs in a replayed forward, backward or step (a root whose
+fast path a hook of its own turns off, ``relays.HOOK_SENSITIVE``, gets global ones that act on it only).
 
 The dispatch mode is pushed only over the modes that were active when the session started
 (and popped only from the top): a mode entered inside the session stays above ours, and the
@@ -275,11 +276,14 @@ def _cheap(record: Record) -> bool:
     return calls <= CHEAP_TAIL_CALLS or not _work(record)
 
 
+_ROOT_RELAYS = (relays.ROOT_PRE, relays.ROOT_POST, relays.GLOBAL_ROOT_PRE, relays.GLOBAL_ROOT_POST)
+
+
 def _forget_root(roots: dict[int, _Root], key: int) -> None:
     """A root was collected: its id may be reused by a new module, which is no root."""
     roots.pop(key, None)
-    relays.ROOT_PRE.roots.discard(key)
-    relays.ROOT_POST.roots.discard(key)
+    for relay in _ROOT_RELAYS:
+        relay.roots.discard(key)
 
 
 class SteadyCounting:
@@ -296,7 +300,9 @@ class SteadyCounting:
         self._segments: OrderedDict[Any, _Segment] = OrderedDict()
         # Keyed by id() for a plain dict lookup on the hot path; a finalizer drops dead entries.
         self._roots: dict[int, _Root] = {}
-        self._entered_roots = relays.ROOT_PRE.roots  # a found root's pre-hook runs from its first return on
+        self._root_hooks: list[Any] = []
+        # A hook-sensitive root's global pre-hook reaches it from its first return on.
+        self._entered_roots = relays.GLOBAL_ROOT_PRE.roots
         self._optimizers: dict[int, _Optimizer] = {}
         self._module_hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
@@ -353,8 +359,10 @@ class SteadyCounting:
             module = root.module()
             if module is not None:
                 self._hook_root(module)
-        self._relay_handles = [relays.WATCH.attach(self._watch_pre), relays.ROOT_PRE.attach(self._root_pre),
-                               relays.ROOT_POST.attach(self._root_post)]
+        self._relay_handles = [relays.WATCH.attach(self._watch_pre)]
+        for pre, post in ((relays.ROOT_PRE, relays.ROOT_POST), (relays.GLOBAL_ROOT_PRE, relays.GLOBAL_ROOT_POST)):
+            self._relay_handles += [pre.attach(self._root_pre), post.attach(self._root_post)]
+        relays.strip_from_copies(True)
         self._optimizer_hooks = optimizer_hooks(self._optimizer_pre, self._optimizer_post)
         registry = torch.nn.modules.module
         self._structure_hooks = [registry.register_module_module_registration_hook(self._on_structure),
@@ -374,6 +382,7 @@ class SteadyCounting:
         remove(self._structure_hooks)
         self._unhook_roots()
         remove(self._relay_handles)
+        relays.strip_from_copies(False)
         torch.autograd.backward = self._original_backward
         self._threads.stop()
         if self._incomplete.get("session-end"):
@@ -456,7 +465,7 @@ class SteadyCounting:
         if (self.tracker.outside_modules and not isinstance(module, _Loss) and id(module) not in self._roots
                 and _graph_task_id() == -1 and not self._step_depth):
             root = self._add_root(module)
-            self._forward_depth = 1  # its forward hook (ROOT_POST, reaching it from now on) sees it return
+            self._forward_depth = 1  # its forward hook, added now (or the global relay reaching it), sees it return
             self._anchor = self._boundary(self._forward_key(root, args, {}), HEAD)
         self.tracker.enter_module(module)
 
@@ -489,7 +498,8 @@ class SteadyCounting:
 
     @contained("steady-mode forward hook", "this step may be miscounted")
     def _root_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        self._entered_roots.add(id(module))
+        if id(module) in relays.GLOBAL_ROOT_POST.roots:
+            self._entered_roots.add(id(module))
         if _get_ident() != self._owner or _graph_task_id() != -1 or not self._forward_depth:
             return
         self._forward_depth -= 1
@@ -555,21 +565,33 @@ class SteadyCounting:
         return root
 
     def _hook_root(self, module: torch.nn.Module, entered: bool = True) -> None:
-        """Let the root relays (global hooks: the model carries none of ours) reach ``module``.
-        A root found by a global pre-hook is in its forward already: ROOT_PRE, later in that same
-        call's hooks, must not see it enter twice, so it reaches it from its first return on."""
-        module._forward_pre_hooks_with_kwargs[relays.ROOT_PRE.id] = True
-        relays.ROOT_POST.roots.add(id(module))
+        """Let the root relays reach ``module``: hooks of its own (first, as the global pre-hook that
+        found the root was: FSDP2's gather is in the head), or for a hook-sensitive root the global
+        relays. A root found by a global pre-hook is in its forward already: GLOBAL_ROOT_PRE, later
+        in that same call's hooks, must not see it enter twice, so it reaches it from its first return on."""
+        if not isinstance(module, relays.HOOK_SENSITIVE):
+            relays.ROOT_PRE.roots.add(id(module))
+            relays.ROOT_POST.roots.add(id(module))
+            self._root_hooks += [module.register_forward_pre_hook(relays.ROOT_PRE, with_kwargs=True, prepend=True),
+                                 module.register_forward_hook(relays.ROOT_POST, always_call=True)]
+            return
+        module._forward_pre_hooks_with_kwargs[relays.GLOBAL_ROOT_PRE.id] = True
+        relays.GLOBAL_ROOT_POST.roots.add(id(module))
         if entered:
             self._entered_roots.add(id(module))
+        relays.GLOBAL_ROOT_PRE.arm()
+        relays.GLOBAL_ROOT_POST.arm()
 
     def _unhook_roots(self) -> None:
+        remove(self._root_hooks)
         for key, root in self._roots.items():
             module = root.module()
             if module is not None:
-                module._forward_pre_hooks_with_kwargs.pop(relays.ROOT_PRE.id, None)
-            relays.ROOT_PRE.roots.discard(key)
-            relays.ROOT_POST.roots.discard(key)
+                module._forward_pre_hooks_with_kwargs.pop(relays.GLOBAL_ROOT_PRE.id, None)
+            for relay in _ROOT_RELAYS:
+                relay.roots.discard(key)
+        relays.GLOBAL_ROOT_PRE.disarm()
+        relays.GLOBAL_ROOT_POST.disarm()
 
     def _add_optimizer(self, optimizer: Any) -> _Optimizer:
         state = self._optimizers[id(optimizer)] = _Optimizer(optimizer)
