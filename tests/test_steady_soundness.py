@@ -430,3 +430,24 @@ def test_inputs_are_seen_in_dataclasses_objects_and_nested_containers():
     rows = 4 + 4 + 5 + 8 + 9 + 9
     assert steady["by_op"]["aten.addmm"]["flops"] == rows * 2 * 4 * 4
     assert steady["steady"]["replayed"] >= 2  # the repeated batches, and only they
+
+
+def test_stopping_counting_while_a_replayed_steps_watch_is_gone_does_not_raise():
+    """Steady mode arms a new-model watch in torch's global pre-hooks after a replayed optimizer step;
+    stopping counting (a session's end, the overhead benchmark's interleaved blocks) when that hook
+    has already gone raised KeyError out of stop()."""
+    from torch.nn.modules.module import _global_forward_pre_hooks
+
+    model = torch.nn.Linear(8, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with otel_flops.track(mode="steady", energy=False) as tracker:
+        counting = tracker.session._counting
+        for _ in range(4):
+            optimizer.zero_grad()
+            model(torch.ones(2, 8)).sum().backward()
+            optimizer.step()
+        assert counting._watching  # armed after the replayed step, until the next model starts
+        _global_forward_pre_hooks.pop(counting._watch_id)
+        counting.stop()
+        counting.start()
+    assert not counting._watching and counting._watch_id not in _global_forward_pre_hooks

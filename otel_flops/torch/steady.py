@@ -638,9 +638,7 @@ class SteadyCounting:
     def _boundary(self, key: tuple, stage: str, entering: torch.nn.Module | None = None) -> int:
         """Close the open segment and open ``key``'s, at ``stage``: replayed if known, else
         intercepted. Returns the segment's id."""
-        if self._watching:
-            del self._watched_hooks[self._watch_id]
-            self._watching = False
+        self._disarm_watch()
         segment = self._segments.get(key)
         if segment is None:
             pinned = key[0] == "unkeyable" or (key[0] == "phase" and bool(key[1]))
@@ -804,8 +802,10 @@ class SteadyCounting:
                     self.ledger.fold(record)
 
     def _disarm_watch(self) -> None:
+        """Take the new-model watch out of torch's global pre-hooks (it may be gone already: a
+        ``stop`` while a replayed step's watch was armed)."""
         if self._watching:
-            del self._watched_hooks[self._watch_id]
+            self._watched_hooks.pop(self._watch_id, None)
             self._watching = False
 
     # ------------------------------------------------------------------ interception on/off
